@@ -1,0 +1,125 @@
+"""Hands out blocks: slots of the current data file, new files when it is full."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from walrus_core.config import Geometry
+from walrus_core.format import BlockHeader, data_file_name, fsync_dir
+from walrus_core.index import Block
+from walrus_core.storage import OpenSpec, Storage
+
+
+class Allocator:
+    """Allocates blocks in (file, slot) order and owns the open data files.
+
+    Files are numbered 1, 2, 3, ... and never reused; a file holds ``blocks_per_file`` slots,
+    or exactly one larger block when an entry needs more slots than that.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        geometry: Geometry,
+        open_storage: Callable[[OpenSpec], Storage],
+        *,
+        sync_each: bool,
+        sync_metadata: bool,
+    ) -> None:
+        self.root = root
+        self.geometry = geometry
+        self._open_storage = open_storage
+        self.sync_each = sync_each
+        self.sync_metadata = sync_metadata
+        self.lock = threading.Lock()
+        self.files: dict[int, Storage] = {}
+        self.file_slots: dict[int, int] = {}
+        self.max_file_no = 0  # files are numbered past every name seen, even unusable ones
+        self.current_file = 0  # 0: no file yet
+        self.next_slot = 0
+        self.next_seq = 1
+
+    def path_of(self, file_no: int) -> str:
+        """Path of data file ``file_no``."""
+        return os.path.join(self.root, data_file_name(file_no))
+
+    def open_existing(self, file_no: int, size: int) -> Storage:
+        """Open a data file found on disk (recovery)."""
+        storage = self._open_storage(
+            OpenSpec(path=self.path_of(file_no), size=size, sync_each=self.sync_each)
+        )
+        self.files[file_no] = storage
+        self.file_slots[file_no] = size // self.geometry.block_size
+        return storage
+
+    def note_file_number(self, file_no: int) -> None:
+        """Remember a data file name seen on disk, so new files never reuse its number."""
+        self.max_file_no = max(self.max_file_no, file_no)
+
+    def resume(self, file_no: int, next_slot: int, next_seq: int) -> None:
+        """Continue allocating after what recovery found."""
+        self.current_file = file_no
+        self.next_slot = next_slot
+        self.next_seq = max(self.next_seq, next_seq)
+
+    def _new_file(self, slots: int) -> int:
+        file_no = max(self.max_file_no, *self.files, 0) + 1
+        size = slots * self.geometry.block_size
+        path = self.path_of(file_no)
+        if os.path.exists(path):  # never clobber a file we did not account for
+            raise FileExistsError(17, "data file already exists", path)
+        storage = self._open_storage(
+            OpenSpec(path=path, size=size, create=True, sync_each=self.sync_each)
+        )
+        if self.sync_metadata:
+            storage.flush()
+            fsync_dir(self.root)
+        self.files[file_no] = storage
+        self.file_slots[file_no] = slots
+        self.max_file_no = file_no
+        return file_no
+
+    def allocate(self, topic: str, first_offset: int, slots: int) -> Block:
+        """A new block of ``slots`` slots for ``topic``, its header written (raises OSError)."""
+        with self.lock:
+            bpf = self.geometry.blocks_per_file
+            file_no, slot = self.current_file, self.next_slot
+            if file_no == 0 or slot + slots > self.file_slots.get(file_no, 0):
+                file_no = self._new_file(max(bpf, slots))
+                slot = 0
+                # A file sized for one huge block stays dedicated to it.
+                self.current_file = file_no
+                self.next_slot = 0
+            storage = self.files[file_no]
+            seq = self.next_seq
+            header = BlockHeader(topic=topic, block_seq=seq, first_offset=first_offset, slots=slots)
+            packed = header.pack()
+            block = Block(
+                topic=topic,
+                seq=seq,
+                file_no=file_no,
+                slot=slot,
+                slots=slots,
+                block_size=self.geometry.block_size,
+                first_offset=first_offset,
+                storage=storage,
+            )
+            storage.write(block.base, (packed,), len(packed))
+            storage.dirty = True
+            self.next_seq = seq + 1
+            self.next_slot = slot + slots
+            return block
+
+    def close(self) -> None:
+        """Close every data file."""
+        errors: list[OSError] = []
+        for storage in self.files.values():
+            try:
+                storage.close()
+            except OSError as exc:
+                errors.append(exc)
+        self.files.clear()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,629 @@
+"""The public facade: :class:`Walrus`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+from walrus_core.allocator import Allocator
+from walrus_core.background import Flusher, flush_dirty
+from walrus_core.config import Geometry, Limits, ReadConsistency, FsyncSchedule
+from walrus_core.cursors import DEFAULT_CONSUMER, CursorStore, StoredCursor
+from walrus_core.directory import DirectoryLock, prepare_root
+from walrus_core.entry import Entry
+from walrus_core.errors import (
+    BatchTooLargeError,
+    EntryTooLargeError,
+    OffsetOutOfRangeError,
+    StorageError,
+    WalrusClosedError,
+    WalrusError,
+    WalrusValueError,
+)
+from walrus_core.format import (
+    BLOCK_HEADER_SIZE,
+    ENTRY_HEADER,
+    ENTRY_HEADER_SIZE,
+    SEAL_AT,
+    SEAL_CLOSED,
+    SEQ_MASK,
+    read_meta,
+    write_meta,
+)
+from walrus_core.index import Block, Topic
+from walrus_core.names import encode_name, namespace_dir
+from walrus_core.plugins import AUTO, BackendRegistry, default_registry
+from walrus_core.reader import Cursor, CursorKeeper, EntryReader
+from walrus_core.recovery import recover
+from walrus_core.storage import Storage
+from walrus_core.writer import Writer, seal_record
+
+log = logging.getLogger("walrus_core")
+
+DEFAULT_DATA_DIR = "wal_files"
+_DEFAULT_GEOMETRY = Geometry()
+
+
+def _as_payload(data: Any) -> tuple[Any, int]:
+    """A writable view of ``data`` and its length in bytes (TypeError if not bytes-like)."""
+    if type(data) is bytes:
+        return data, len(data)
+    if isinstance(data, str):
+        raise TypeError("payload must be bytes-like (bytes, bytearray, memoryview, ...), not str")
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"payload must support the buffer protocol, not {type(data).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    elif view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    return view, view.nbytes
+
+
+def _check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+class Walrus:
+    """An open write-ahead log directory: topics of byte entries with durable cursors.
+
+    See the README for the semantics. Every method is thread-safe. One instance per directory:
+    a second one, in this process or another, raises :class:`DirectoryLockedError`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        key: str | None = None,
+        backend: str | None = None,
+        consistency: ReadConsistency | None = None,
+        fsync: FsyncSchedule | None = None,
+        block_size: int | None = None,
+        blocks_per_file: int | None = None,
+        *,
+        limits: Limits | None = None,
+        registry: BackendRegistry | None = None,
+    ) -> None:
+        self._closed = True  # until fully open: close() and __del__ stay harmless
+        self._bg_error: OSError | None = None
+        consistency = ReadConsistency.strictly_at_once() if consistency is None else consistency
+        fsync = FsyncSchedule.milliseconds(200) if fsync is None else fsync
+        limits = Limits() if limits is None else limits
+        if not isinstance(consistency, ReadConsistency):
+            raise TypeError(f"consistency must be a ReadConsistency, not {type(consistency).__name__}")
+        if not isinstance(fsync, FsyncSchedule):
+            raise TypeError(f"fsync must be an FsyncSchedule, not {type(fsync).__name__}")
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        if data_dir is None:
+            data_dir = os.environ.get("WALRUS_DATA_DIR") or DEFAULT_DATA_DIR
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"data_dir must be a str or os.PathLike, not {type(data_dir).__name__}")
+        if key is None:
+            key = os.environ.get("WALRUS_INSTANCE_KEY") or None
+        if backend is None:
+            backend = os.environ.get("WALRUS_BACKEND") or AUTO
+        requested = Geometry(
+            block_size=_DEFAULT_GEOMETRY.block_size if block_size is None else block_size,
+            blocks_per_file=(
+                _DEFAULT_GEOMETRY.blocks_per_file if blocks_per_file is None else blocks_per_file
+            ),
+        )
+        self.consistency = consistency
+        self.fsync = fsync
+        self.limits = limits
+        self.root = namespace_dir(data_dir, key)
+        chain = (registry if registry is not None else default_registry()).chain(backend)
+        self._chain = chain
+        prepare_root(self.root)
+        self._lock = DirectoryLock(self.root)
+        self._allocator: Allocator | None = None
+        self._cursor_store: CursorStore | None = None
+        try:
+            self._open(requested, block_size, blocks_per_file)
+        except BaseException:
+            self._release_after_failed_open()
+            raise
+        self._closed = False
+
+    # -- opening ----------------------------------------------------------------------------
+    def _open(
+        self, requested: Geometry, block_size: int | None, blocks_per_file: int | None
+    ) -> None:
+        recorded = read_meta(self.root)
+        if recorded is None:
+            geometry = requested
+            write_meta(self.root, geometry)
+        else:
+            geometry = recorded
+            for name, asked, have in (
+                ("block_size", block_size, recorded.block_size),
+                ("blocks_per_file", blocks_per_file, recorded.blocks_per_file),
+            ):
+                if asked is not None and asked != have:
+                    log.warning(
+                        "%s=%d ignored: %s was created with %s=%d",
+                        name,
+                        asked,
+                        self.root,
+                        name,
+                        have,
+                    )
+        self.geometry = geometry
+        sync_each = self.fsync.is_sync_each
+        self._allocator = Allocator(
+            self.root,
+            geometry,
+            self._chain.open,
+            sync_each=sync_each,
+            sync_metadata=not self.fsync.is_none,
+        )
+        try:
+            self._topics: dict[str, Topic] = recover(self.root, self._allocator)
+            self._cursor_store = CursorStore(self.root, self._chain.open, sync_each=sync_each)
+            self._stored: dict[tuple[str, str], StoredCursor] = self._cursor_store.load()
+        except OSError as exc:
+            raise StorageError(f"opening {self.root!r} failed: {exc}") from exc
+        self._registry_lock = threading.Lock()
+        self._writer = Writer(
+            self._allocator, geometry, mark_dirty=not sync_each, sync_each=sync_each
+        )
+        self._reader = EntryReader()
+        self._keeper = CursorKeeper(
+            self._cursor_store,
+            strict=self.consistency.is_strict,
+            persist_every=self.consistency.persist_every,
+        )
+        self._flusher: Flusher | None = None
+        if self.fsync.is_periodic:
+            self._flusher = Flusher(self.fsync.interval_ms, self._all_storages, self._bg_failed)
+            self._flusher.start()
+
+    def _release_after_failed_open(self) -> None:
+        for closer in (
+            self._cursor_store.close if self._cursor_store is not None else None,
+            self._allocator.close if self._allocator is not None else None,
+        ):
+            if closer is not None:
+                try:
+                    closer()
+                except OSError:
+                    pass
+        self._lock.release()
+
+    def _all_storages(self) -> list[Storage]:
+        assert self._allocator is not None and self._cursor_store is not None
+        return [*list(self._allocator.files.values()), *self._cursor_store.storages()]
+
+    def _bg_failed(self, exc: OSError) -> None:
+        self._bg_error = exc
+
+    # -- state checks -----------------------------------------------------------------------
+    def _check_slow(self) -> None:
+        if self._closed:
+            raise WalrusClosedError("this Walrus instance is closed")
+        err, self._bg_error = self._bg_error, None
+        if err is not None:
+            raise StorageError(f"a background fsync failed: {err}") from err
+
+    @property
+    def backend_chain(self) -> tuple[str, ...]:
+        """The storage backends in use, top first, e.g. ``("fd",)``."""
+        return self._chain.names
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    # -- topics and cursors -----------------------------------------------------------------
+    def _topic_for_write(self, topic: Any) -> Topic:
+        raw = encode_name(topic)
+        with self._registry_lock:
+            if self._closed:
+                raise WalrusClosedError("this Walrus instance is closed")
+            existing = self._topics.get(topic)
+            if existing is not None:
+                return existing
+            created = Topic(topic, raw)
+            self._topics[topic] = created
+            return created
+
+    def _existing_topic(self, topic: Any, consumer: Any = None) -> Topic | None:
+        found = self._topics.get(topic) if type(topic) is str else None
+        if found is None:
+            encode_name(topic)
+            if consumer is not None:
+                encode_name(consumer, "consumer")
+        return found
+
+    def _cursor(self, topic: Topic, consumer: Any) -> Cursor:
+        cursor = topic.cursors.get(consumer)
+        if cursor is not None:
+            return cursor  # type: ignore[return-value]
+        consumer_raw = b"" if consumer is None else encode_name(consumer, "consumer")
+        with self._registry_lock:
+            cursor = topic.cursors.get(consumer)
+            if cursor is not None:
+                return cursor  # type: ignore[return-value]
+            created = Cursor(topic, consumer, consumer_raw)
+            stored = self._stored.get((topic.name, consumer or DEFAULT_CONSUMER))
+            if stored is not None:
+                self._restore(created, stored)
+            topic.cursors[consumer] = created
+            return created
+
+    def _restore(self, cursor: Cursor, stored: StoredCursor) -> None:
+        topic = cursor.topic
+        offset = stored.offset
+        if offset > topic.end:
+            log.warning(
+                "cursor of topic %r consumer %r was at %d, past the %d entries recovered;"
+                " it continues at the end",
+                topic.name,
+                cursor.consumer,
+                offset,
+                topic.end,
+            )
+            offset = topic.end
+        offset = max(offset, topic.start)
+        cursor.slot = stored.slot
+        cursor.persist_seq = stored.seq
+        cursor.persisted = stored.offset
+        cursor.offset = offset
+        if offset == stored.offset and offset < topic.end:
+            cursor.block, cursor.pos = self._hint(topic, stored)
+
+    def _hint(self, topic: Topic, stored: StoredCursor) -> tuple[Block | None, int]:
+        """Trust a persisted (block, position) only if the entry header there matches."""
+        for block in topic.blocks:
+            if block.seq != stored.block_seq:
+                continue
+            if not (block.first_offset <= stored.offset < block.first_offset + block.count):
+                return None, 0
+            if not BLOCK_HEADER_SIZE <= stored.pos < block.end:
+                return None, 0
+            try:
+                header = block.storage.read(block.base + stored.pos, ENTRY_HEADER_SIZE)
+            except OSError:
+                return None, 0
+            if len(header) == ENTRY_HEADER_SIZE:
+                seq = ENTRY_HEADER.unpack_from(header)[2]
+                if seq == stored.offset & SEQ_MASK:
+                    return block, stored.pos
+            return None, 0
+        return None, 0
+
+    def _position(self, cursor: Cursor) -> tuple[Block, int]:
+        block = cursor.block
+        if block is None:
+            block, pos = self._reader.locate(cursor.topic, cursor.offset)
+            cursor.block, cursor.pos = block, pos
+            return block, pos
+        return block, cursor.pos
+
+    # -- writing ----------------------------------------------------------------------------
+    def append_for_topic(self, topic: str, data: Any) -> int:
+        """Append one entry; returns its offset in the topic (0, 1, 2, ...).
+
+        ``data`` is any bytes-like object. Raises :class:`EntryTooLargeError` beyond
+        ``limits.max_entry_bytes`` and :class:`StorageError` when the disk fails (the entry is
+        then absent and the log stays usable).
+        """
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        t = self._topics.get(topic) if type(topic) is str else None
+        if t is None:
+            t = self._topic_for_write(topic)
+        if type(data) is bytes:
+            payload, length = data, len(data)
+        else:
+            payload, length = _as_payload(data)
+        if length > self.limits.max_entry_bytes:
+            raise EntryTooLargeError(
+                f"entry of {length} bytes exceeds the limit of {self.limits.max_entry_bytes}"
+            )
+        with t.lock:
+            if self._closed:
+                raise WalrusClosedError("this Walrus instance is closed")
+            return self._writer.append(t, payload, length)
+
+    def batch_append_for_topic(self, topic: str, entries: Iterable[Any]) -> range:
+        """Append ``entries`` atomically: after any crash they are all present or all absent,
+        and readers never see part of them. Returns the offsets assigned. An empty batch is a
+        no-op returning an empty range. A batch waits for other writers of the topic."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        if isinstance(entries, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                "entries must be an iterable of payloads, not a single "
+                f"{type(entries).__name__}"
+            )
+        try:
+            iterator: Iterator[Any] = iter(entries)
+        except TypeError:
+            raise TypeError(
+                f"entries must be an iterable of payloads, not {type(entries).__name__}"
+            ) from None
+        limits = self.limits
+        items = list(islice(iterator, limits.max_batch_entries + 1))
+        if len(items) > limits.max_batch_entries:
+            raise BatchTooLargeError(
+                f"batch exceeds the limit of {limits.max_batch_entries} entries"
+            )
+        payloads = [_as_payload(item) for item in items]
+        total = 0
+        max_entry = limits.max_entry_bytes
+        for _payload, length in payloads:
+            if length > max_entry:
+                raise EntryTooLargeError(
+                    f"an entry of {length} bytes exceeds the limit of {max_entry}"
+                )
+            total += length
+        if total > limits.max_batch_bytes:
+            raise BatchTooLargeError(
+                f"batch of {total} bytes exceeds the limit of {limits.max_batch_bytes} bytes"
+            )
+        t = self._topics.get(topic) if type(topic) is str else None
+        if t is None:
+            if not payloads:
+                encode_name(topic)
+                return range(0, 0)
+            t = self._topic_for_write(topic)
+        with t.lock:
+            if self._closed:
+                raise WalrusClosedError("this Walrus instance is closed")
+            return self._writer.append_batch(t, payloads)
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_next(
+        self, topic: str, checkpoint: bool = True, *, consumer: str | None = None
+    ) -> Entry | None:
+        """The next entry for ``consumer`` (the topic's default cursor when None), or None.
+
+        With ``checkpoint=True`` the entry is consumed (the cursor moves and is persisted as the
+        read consistency says); with ``checkpoint=False`` it is a peek and nothing changes.
+        Raises :class:`CorruptionError` if the entry at the cursor is damaged.
+        """
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        t = self._existing_topic(topic, consumer)
+        if t is None:
+            return None
+        cursor = t.cursors.get(consumer)
+        if cursor is None:
+            cursor = self._cursor(t, consumer)
+        with cursor.lock:  # type: ignore[attr-defined]
+            if self._closed:
+                raise WalrusClosedError("this Walrus instance is closed")
+            offset = cursor.offset  # type: ignore[attr-defined]
+            if offset >= t.end:
+                return None
+            block, pos = self._position(cursor)  # type: ignore[arg-type]
+            entries, block, pos = self._reader.read_batch(
+                cursor,  # type: ignore[arg-type]
+                offset,
+                block,
+                pos,
+                offset + 1,
+                1,
+                0,
+                True,
+            )
+            if checkpoint:
+                self._keeper.after_consume(cursor, offset + 1, block, pos, 1)  # type: ignore[arg-type]
+                cursor.offset = offset + 1  # type: ignore[attr-defined]
+                cursor.block = block  # type: ignore[attr-defined]
+                cursor.pos = pos  # type: ignore[attr-defined]
+            return entries[0]
+
+    def batch_read_for_topic(
+        self,
+        topic: str,
+        max_bytes: int,
+        checkpoint: bool = True,
+        start_offset: int | None = None,
+        *,
+        consumer: str | None = None,
+    ) -> list[Entry]:
+        """Entries in order: at most ``limits.max_batch_entries``, stopping before the payload
+        total would exceed ``max_bytes``, but at least one when any is available.
+
+        ``start_offset=N`` reads from entry N without touching any cursor.
+        """
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        _check_int("max_bytes", max_bytes)
+        if max_bytes < 1:
+            raise WalrusValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        if start_offset is not None:
+            _check_int("start_offset", start_offset)
+            if start_offset < 0:
+                raise OffsetOutOfRangeError(f"start_offset must be >= 0, got {start_offset}")
+        t = self._existing_topic(topic, consumer)
+        max_entries = self.limits.max_batch_entries
+        if start_offset is not None:
+            end = 0 if t is None else t.end
+            if start_offset > end:
+                raise OffsetOutOfRangeError(
+                    f"start_offset {start_offset} is past the end of topic {topic!r} ({end})"
+                )
+            if t is None or start_offset == end:
+                return []
+            offset = max(start_offset, t.start)
+            block, pos = self._reader.locate(t, offset)
+            scratch = Cursor(t, None, b"")
+            entries, _block, _pos = self._reader.read_batch(
+                scratch, offset, block, pos, end, max_entries, max_bytes
+            )
+            return entries
+        if t is None:
+            return []
+        cursor = t.cursors.get(consumer)
+        if cursor is None:
+            cursor = self._cursor(t, consumer)
+        assert isinstance(cursor, Cursor)
+        with cursor.lock:
+            if self._closed:
+                raise WalrusClosedError("this Walrus instance is closed")
+            offset = cursor.offset
+            stop = t.end
+            if offset >= stop:
+                return []
+            block, pos = self._position(cursor)
+            entries, block, pos = self._reader.read_batch(
+                cursor, offset, block, pos, stop, max_entries, max_bytes
+            )
+            if checkpoint and entries:
+                n = len(entries)
+                self._keeper.after_consume(cursor, offset + n, block, pos, n)
+                cursor.offset = offset + n
+                cursor.block = block
+                cursor.pos = pos
+            return entries
+
+    def topic_entry_count(self, topic: str, *, consumer: str | None = None) -> int:
+        """Entries of ``topic`` not yet consumed by ``consumer``."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        t = self._existing_topic(topic, consumer)
+        if t is None:
+            return 0
+        cursor = self._cursor(t, consumer)
+        return max(0, t.end - cursor.offset)
+
+    def topic_entry_counts(self) -> dict[str, int]:
+        """:meth:`topic_entry_count` of the default consumer, for every topic."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        return {
+            name: max(0, t.end - self._cursor(t, None).offset)
+            for name, t in list(self._topics.items())
+            if t.end > 0
+        }
+
+    def topics(self) -> list[str]:
+        """Topics with at least one entry ever written, sorted."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        return sorted(name for name, t in list(self._topics.items()) if t.end > 0)
+
+    def seek(self, topic: str, offset: int, *, consumer: str | None = None) -> None:
+        """Move ``consumer``'s durable cursor to ``offset`` (0..end): replay, or skip past a
+        damaged entry. Persisted at once."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        _check_int("offset", offset)
+        t = self._existing_topic(topic, consumer)
+        end = 0 if t is None else t.end
+        start = 0 if t is None else t.start
+        if not start <= offset <= end:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside topic {topic!r} (entries {start}..{end})"
+            )
+        if t is None:
+            return
+        cursor = self._cursor(t, consumer)
+        with cursor.lock:
+            if self._closed:
+                raise WalrusClosedError("this Walrus instance is closed")
+            self._keeper.persist(cursor, offset, None, 0)
+            cursor.offset = offset
+            cursor.block = None
+            cursor.pos = 0
+
+    # -- durability -------------------------------------------------------------------------
+    def _persist_pending_cursors(self) -> None:
+        for t in list(self._topics.values()):
+            for cursor in list(t.cursors.values()):
+                assert isinstance(cursor, Cursor)
+                with cursor.lock:
+                    if cursor.offset != cursor.persisted and (
+                        cursor.since_persist or cursor.persisted >= 0
+                    ):
+                        self._keeper.persist(cursor, cursor.offset, cursor.block, cursor.pos)
+
+    def flush(self) -> None:
+        """Make everything appended and checkpointed so far durable now."""
+        if self._closed:
+            raise WalrusClosedError("this Walrus instance is closed")
+        pending, self._bg_error = self._bg_error, None
+        self._persist_pending_cursors()
+        storages = self._all_storages()
+        for storage in storages:
+            storage.dirty = True
+        try:
+            flush_dirty(storages)
+        except OSError as exc:
+            raise StorageError(f"flush failed: {exc}") from exc
+        if pending is not None:
+            raise StorageError(f"a background fsync failed: {pending}") from pending
+
+    def close(self) -> None:
+        """Persist every cursor, make data durable (unless ``no_fsync``), release the directory.
+
+        Idempotent; every later call raises :class:`WalrusClosedError`.
+        """
+        with getattr(self, "_registry_lock", threading.Lock()):
+            if self._closed:
+                return
+            self._closed = True
+        if self._flusher is not None:
+            self._flusher.stop()
+        errors: list[BaseException] = []
+        for t in list(self._topics.values()):
+            with t.lock:  # waits for an in-flight append or batch
+                head = t.head
+                if head is not None and not head.sealed and not t.retire_head:
+                    try:  # lets the next open trust the tail without scanning it
+                        record = seal_record(head, SEAL_CLOSED)
+                        head.storage.write(head.base + SEAL_AT, (record,), len(record))
+                        head.storage.dirty = True
+                    except OSError as exc:
+                        errors.append(exc)
+        try:
+            self._persist_pending_cursors()
+        except WalrusError as exc:
+            errors.append(exc)
+        try:
+            if not self.fsync.is_none:
+                flush_dirty(self._all_storages())
+        except OSError as exc:
+            errors.append(exc)
+        assert self._cursor_store is not None and self._allocator is not None
+        for closer in (self._cursor_store.close, self._allocator.close):
+            try:
+                closer()
+            except OSError as exc:
+                errors.append(exc)
+        self._lock.release()
+        if errors:
+            first = errors[0]
+            if isinstance(first, WalrusError):
+                raise first
+            raise StorageError(f"close failed: {first}") from first
+
+    def __enter__(self) -> Walrus:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Walrus {self.root!r} {state} via {'/'.join(self._chain.names)}>"

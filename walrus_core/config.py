@@ -1,0 +1,150 @@
+"""Configuration value types: frozen attrs classes, validated when they are built."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from walrus_core.errors import InvalidConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+#: The largest payload a single entry may carry, whatever the block size.
+MAX_ENTRY_BYTES = 1 * GIB
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise InvalidConfigError(f"{name} must be >= {minimum}, got {value}")
+
+
+class _Consistency(enum.Enum):
+    STRICTLY_AT_ONCE = "strictly_at_once"
+    AT_LEAST_ONCE = "at_least_once"
+
+
+@attrs.frozen
+class ReadConsistency:
+    """When a checkpointing read makes the consumer's cursor durable.
+
+    Build it with :meth:`strictly_at_once` or :meth:`at_least_once`.
+    """
+
+    mode: _Consistency
+    persist_every: int = 1
+
+    @classmethod
+    def strictly_at_once(cls) -> ReadConsistency:
+        """Persist the cursor before every checkpointing read returns: no redelivery after a crash."""
+        return cls(_Consistency.STRICTLY_AT_ONCE, 1)
+
+    @classmethod
+    def at_least_once(cls, persist_every: int = 1000) -> ReadConsistency:
+        """Persist once ``persist_every`` entries were consumed since the last persist (N < 1 is 1)."""
+        if isinstance(persist_every, bool) or not isinstance(persist_every, int):
+            raise TypeError(f"persist_every must be an int, not {type(persist_every).__name__}")
+        return cls(_Consistency.AT_LEAST_ONCE, max(1, persist_every))
+
+    @property
+    def is_strict(self) -> bool:
+        """True for strictly-at-once."""
+        return self.mode is _Consistency.STRICTLY_AT_ONCE
+
+
+class _Fsync(enum.Enum):
+    MILLISECONDS = "milliseconds"
+    SYNC_EACH = "sync_each"
+    NO_FSYNC = "no_fsync"
+
+
+@attrs.frozen
+class FsyncSchedule:
+    """When appended data and persisted cursors are forced to stable storage.
+
+    Whatever the schedule, an append that returned survives a kill -9 of the process (the data is
+    in the kernel's page cache). ``sync_each`` also survives power loss.
+    """
+
+    kind: _Fsync
+    interval_ms: int = 0
+
+    @classmethod
+    def milliseconds(cls, n: int) -> FsyncSchedule:
+        """A background flusher syncs dirty files every ``n`` milliseconds (n > 0)."""
+        _positive_int("milliseconds", n)
+        return cls(_Fsync.MILLISECONDS, n)
+
+    @classmethod
+    def sync_each(cls) -> FsyncSchedule:
+        """Every append, batch and cursor persist is durable before the call returns."""
+        return cls(_Fsync.SYNC_EACH)
+
+    @classmethod
+    def no_fsync(cls) -> FsyncSchedule:
+        """Never sync on our own (``flush()`` and ``close()`` still do)."""
+        return cls(_Fsync.NO_FSYNC)
+
+    @property
+    def is_sync_each(self) -> bool:
+        """True for :meth:`sync_each`."""
+        return self.kind is _Fsync.SYNC_EACH
+
+    @property
+    def is_periodic(self) -> bool:
+        """True for :meth:`milliseconds`."""
+        return self.kind is _Fsync.MILLISECONDS
+
+    @property
+    def is_none(self) -> bool:
+        """True for :meth:`no_fsync`."""
+        return self.kind is _Fsync.NO_FSYNC
+
+
+def _validate_block_size(_inst: Any, _attr: Any, value: Any) -> None:
+    _positive_int("block_size", value, 4 * KIB)
+    if value % (4 * KIB):
+        raise InvalidConfigError(f"block_size must be a multiple of 4096, got {value}")
+    if value > 1 * GIB:
+        raise InvalidConfigError(f"block_size must be <= 1 GiB, got {value}")
+
+
+def _validate_blocks_per_file(_inst: Any, _attr: Any, value: Any) -> None:
+    _positive_int("blocks_per_file", value)
+    if value > 1_000_000:
+        raise InvalidConfigError(f"blocks_per_file must be <= 1000000, got {value}")
+
+
+@attrs.frozen
+class Geometry:
+    """How data files are cut into blocks. Recorded in the directory when it is created."""
+
+    block_size: int = attrs.field(default=10 * MIB, validator=_validate_block_size)
+    blocks_per_file: int = attrs.field(default=100, validator=_validate_blocks_per_file)
+
+    @property
+    def file_size(self) -> int:
+        """Bytes of a regular data file."""
+        return self.block_size * self.blocks_per_file
+
+
+def _validate_limit(_inst: Any, attribute: attrs.Attribute[int], value: Any) -> None:
+    _positive_int(attribute.name, value)
+
+
+@attrs.frozen
+class Limits:
+    """Caps on batches and reads; beyond them calls raise instead of doing unbounded work."""
+
+    max_batch_entries: int = attrs.field(default=2000, validator=_validate_limit)
+    max_batch_bytes: int = attrs.field(default=10 * GIB, validator=_validate_limit)
+    max_entry_bytes: int = attrs.field(default=MAX_ENTRY_BYTES, validator=_validate_limit)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_entry_bytes > MAX_ENTRY_BYTES:
+            raise InvalidConfigError(f"max_entry_bytes must be <= {MAX_ENTRY_BYTES}")

@@ -1,0 +1,80 @@
+"""The exception hierarchy: everything Walrus raises on purpose derives from :class:`WalrusError`.
+
+Errors about bad arguments also derive from :class:`ValueError`, so callers that already catch
+``ValueError`` keep working; I/O failures keep the original ``OSError`` as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class WalrusError(Exception):
+    """Base class of every error the package raises on purpose."""
+
+
+class WalrusValueError(WalrusError, ValueError):
+    """An argument or configuration value is out of range or malformed."""
+
+
+class InvalidTopicError(WalrusValueError):
+    """A topic (or consumer) name is empty, too long, contains NUL or is not encodable."""
+
+
+class InvalidConfigError(WalrusValueError):
+    """A configuration value (geometry, schedule, limits, directory) makes no sense."""
+
+
+class EntryTooLargeError(WalrusValueError):
+    """A single payload is larger than the largest entry the log accepts (1 GiB by default)."""
+
+
+class BatchTooLargeError(WalrusValueError):
+    """A batch has more entries or more bytes than the configured batch limits."""
+
+
+class OffsetOutOfRangeError(WalrusValueError):
+    """An entry offset lies outside the entries a topic holds."""
+
+
+class WalrusClosedError(WalrusError):
+    """The instance was closed; no further calls are accepted."""
+
+
+class DirectoryLockedError(WalrusError):
+    """Another open instance, in this process or another, holds the directory."""
+
+
+class BackendUnavailableError(WalrusError):
+    """The requested storage backend is not installed or cannot run here."""
+
+
+class CorruptionError(WalrusError):
+    """Stored bytes failed validation; wrong bytes are never returned.
+
+    ``topic``, ``offset`` and ``path`` say where the damaged entry is, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        offset: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.offset = offset
+        self.path = path
+
+
+class StorageError(WalrusError):
+    """A storage operation failed (ENOSPC, EIO, ...); the OSError is the ``__cause__``.
+
+    The log stays consistent: the failed append or batch is absent and nothing earlier is lost.
+    """
+
+    @property
+    def errno(self) -> int | None:
+        """The ``errno`` of the underlying ``OSError``, if there is one."""
+        cause = self.__cause__
+        return cause.errno if isinstance(cause, OSError) else None

@@ -1,0 +1,150 @@
+"""The in-memory index: which blocks hold which entries of a topic.
+
+Readers never take a topic's writer lock. They rely on publication order: the writer fills a
+block, updates ``Block.count``/``Block.end`` and only then advances ``Topic.end``. An offset below
+``Topic.end`` is therefore always readable through the block chain.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import TYPE_CHECKING
+
+from walrus_core.format import BLOCK_HEADER_SIZE
+
+if TYPE_CHECKING:
+    from walrus_core.storage import Storage
+
+
+class Block:
+    """One block of one topic: where it lives and which entries it holds."""
+
+    __slots__ = (
+        "base",
+        "close_record",
+        "committed",
+        "count",
+        "end",
+        "file_no",
+        "first_offset",
+        "last",
+        "limit",
+        "next",
+        "sealed",
+        "seq",
+        "slot",
+        "slots",
+        "storage",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        seq: int,
+        file_no: int,
+        slot: int,
+        slots: int,
+        block_size: int,
+        first_offset: int,
+        storage: Storage,
+    ) -> None:
+        self.topic = topic
+        self.seq = seq
+        self.file_no = file_no
+        self.slot = slot
+        self.slots = slots
+        self.base = slot * block_size  # byte offset of the block in its file
+        self.limit = slots * block_size  # bytes the block spans
+        self.first_offset = first_offset
+        self.count = 0  # published entries
+        self.end = BLOCK_HEADER_SIZE  # in-block byte just past the last published entry
+        self.last = -1  # in-block position of the last published entry
+        self.committed = 0  # entries outside an unfinished batch (for the seal record)
+        self.sealed = False
+        self.close_record = False  # a CLOSED seal record is on disk and must be cleared first
+        self.storage = storage
+        self.next: Block | None = None
+
+    @property
+    def path(self) -> str:
+        """The data file holding this block."""
+        return self.storage.path
+
+    @property
+    def end_offset(self) -> int:
+        """The topic offset just past this block's published entries."""
+        return self.first_offset + self.count
+
+    def __repr__(self) -> str:
+        return (
+            f"<Block {self.topic!r} seq={self.seq} file={self.file_no} slot={self.slot}"
+            f" offsets={self.first_offset}..{self.first_offset + self.count}>"
+        )
+
+
+class Topic:
+    """A topic's block chain, its writer state and its consumers' cursors."""
+
+    __slots__ = (
+        "blocks",
+        "cursors",
+        "end",
+        "firsts",
+        "lock",
+        "name",
+        "raw",
+        "retire_head",
+        "start",
+    )
+
+    def __init__(self, name: str, raw: bytes) -> None:
+        self.name = name
+        self.raw = raw
+        self.lock = threading.Lock()  # the writer lock: appends and batches take turns
+        self.blocks: list[Block] = []
+        self.firsts: list[int] = []  # first_offset of each block, for bisect
+        self.start = 0  # the first offset still stored
+        self.end = 0  # the published end: offsets below it are readable
+        # Set after a failed batch: stale bytes may follow the head's end, so the next write
+        # seals the head and starts a fresh block instead of writing after them.
+        self.retire_head = False
+        self.cursors: dict[str | None, object] = {}
+
+    @property
+    def head(self) -> Block | None:
+        """The block the writer appends to (the last one)."""
+        return self.blocks[-1] if self.blocks else None
+
+    def add_block(self, block: Block) -> None:
+        """Chain a new block after the current head (the writer holds ``lock``)."""
+        if self.blocks:
+            self.blocks[-1].next = block
+        else:
+            self.start = block.first_offset
+        self.blocks.append(block)
+        self.firsts.append(block.first_offset)
+
+    def drop_blocks_from(self, index: int) -> list[Block]:
+        """Remove blocks ``index..`` from the chain (a failed batch's fresh blocks)."""
+        dropped = self.blocks[index:]
+        del self.blocks[index:]
+        del self.firsts[index:]
+        if self.blocks:
+            self.blocks[-1].next = None
+        return dropped
+
+    def block_for(self, offset: int) -> Block | None:
+        """The block holding ``offset``, or None if no block does."""
+        i = bisect.bisect_right(self.firsts, offset) - 1
+        if i < 0:
+            return None
+        block = self.blocks[i]
+        # Skip empty blocks that share a first offset with their successor.
+        while offset >= block.first_offset + block.count and block.next is not None:
+            if block.next.first_offset > offset:
+                break
+            block = block.next
+        return block

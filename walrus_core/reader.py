@@ -1,0 +1,299 @@
+"""Reads: cursors, read_next, batch reads, and finding an entry by offset.
+
+Readers never take a topic's writer lock. A cursor reads ahead into a buffer of published
+bytes (bytes below a block's published end never change), so consecutive ``read_next`` calls
+cost no system call until the buffer runs out.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import TYPE_CHECKING
+
+from crc32c import crc32c
+
+from walrus_core.entry import Entry
+from walrus_core.errors import CorruptionError, StorageError
+from walrus_core.format import (
+    BLOCK_HEADER_SIZE,
+    ENTRY_HEADER,
+    ENTRY_HEADER_SIZE,
+    ENTRY_VERSION,
+    SEQ_MASK,
+)
+from walrus_core.index import Block, Topic
+
+if TYPE_CHECKING:
+    from walrus_core.cursors import CursorStore
+
+READAHEAD = 256 * 1024
+#: Read at most this much in one go when a batch read wants a lot (bounds memory).
+MAX_READ = 64 * 1024 * 1024
+_unpack_header = ENTRY_HEADER.unpack_from
+_RESYNC_WINDOW = 64
+
+
+class Cursor:
+    """A consumer's position in a topic, plus its read-ahead buffer."""
+
+    __slots__ = (
+        "block",
+        "buf",
+        "buf_block",
+        "buf_start",
+        "consumer",
+        "consumer_raw",
+        "lock",
+        "offset",
+        "persist_seq",
+        "persisted",
+        "pos",
+        "since_persist",
+        "slot",
+        "topic",
+    )
+
+    def __init__(self, topic: Topic, consumer: str | None, consumer_raw: bytes) -> None:
+        self.topic = topic
+        self.consumer = consumer
+        self.consumer_raw = consumer_raw
+        self.lock = threading.Lock()
+        self.offset = topic.start  # next entry to deliver
+        self.block: Block | None = None  # the block holding ``offset`` (None: locate it)
+        self.pos = 0  # in-block position of ``offset`` when ``block`` is set
+        self.slot: int | None = None
+        self.persist_seq = 0
+        self.persisted = -1  # offset last written to disk (-1: never)
+        self.since_persist = 0
+        self.buf = b""
+        self.buf_block: Block | None = None
+        self.buf_start = 0  # in-block position of buf[0]
+
+
+class EntryReader:
+    """Finds and validates entries; shared by every cursor of one open directory."""
+
+    def __init__(self) -> None:
+        self.max_batch_entries = 2000
+
+    # -- errors -----------------------------------------------------------------------------
+    @staticmethod
+    def damaged(topic: Topic, block: Block, pos: int, offset: int, why: str) -> CorruptionError:
+        """The error for a damaged entry (names the topic, offset and file)."""
+        return CorruptionError(
+            f"entry {offset} of topic {topic.name!r} is damaged ({why}) in {block.path}"
+            f" at byte {block.base + pos}",
+            topic=topic.name,
+            offset=offset,
+            path=block.path,
+        )
+
+    # -- positioning ------------------------------------------------------------------------
+    def locate(self, topic: Topic, offset: int) -> tuple[Block, int]:
+        """(block, in-block position) of entry ``offset`` (which must be < topic.end)."""
+        block = topic.block_for(offset)
+        if block is None:
+            raise self._missing(topic, offset)
+        while offset >= block.first_offset + block.count and block.next is not None:
+            block = block.next
+        if offset == block.first_offset:
+            return block, BLOCK_HEADER_SIZE
+        if offset == block.first_offset + block.count:
+            return block, block.end
+        if block.last >= 0 and offset == block.first_offset + block.count - 1:
+            return block, block.last
+        return block, self._scan_to(topic, block, offset)
+
+    def _missing(self, topic: Topic, offset: int) -> CorruptionError:
+        return CorruptionError(
+            f"entry {offset} of topic {topic.name!r} is not in any block",
+            topic=topic.name,
+            offset=offset,
+        )
+
+    def _scan_to(self, topic: Topic, block: Block, target: int) -> int:
+        """Walk entry headers from the block start to ``target``; resync past damage."""
+        pos = BLOCK_HEADER_SIZE
+        offset = block.first_offset
+        limit = block.end if block.end > BLOCK_HEADER_SIZE else block.limit
+        buf = b""
+        buf_start = pos
+        while offset < target:
+            rel = pos - buf_start
+            if rel < 0 or rel + ENTRY_HEADER_SIZE > len(buf):
+                buf_start = pos
+                buf = self._read(topic, block, pos, min(READAHEAD, limit - pos), offset)
+                rel = 0
+            ok = rel + ENTRY_HEADER_SIZE <= len(buf)
+            if ok:
+                _crc, length, seq, version, _flags, _ = _unpack_header(buf, rel)
+                ok = (
+                    seq == offset & SEQ_MASK
+                    and version == ENTRY_VERSION
+                    and pos + ENTRY_HEADER_SIZE + length <= limit
+                )
+            if ok:
+                pos += ENTRY_HEADER_SIZE + length
+                offset += 1
+                continue
+            found = self._resync(topic, block, pos, offset, target, limit)
+            if found is None:
+                raise self.damaged(topic, block, pos, offset, "cannot find the entry's start")
+            pos, offset = found
+            buf = b""
+        return pos
+
+    def _resync(
+        self, topic: Topic, block: Block, pos: int, offset: int, target: int, limit: int
+    ) -> tuple[int, int] | None:
+        """After a damaged header at ``pos`` (entry ``offset``), find the next valid entry whose
+        offset is at most ``target``: search for its sequence number, then check its crc."""
+        data = self._read(topic, block, pos, limit - pos, offset)
+        for ahead in range(1, _RESYNC_WINDOW + 1):
+            want = offset + ahead
+            if want > target:
+                break
+            needle = struct.pack("<I", want & SEQ_MASK)
+            start = 0
+            while True:
+                hit = data.find(needle, start)
+                if hit < 0:
+                    break
+                at = hit - 8  # seq sits at byte 8 of the header
+                start = hit + 1
+                if at < 0 or at + ENTRY_HEADER_SIZE > len(data):
+                    continue
+                crc, length, _seq, version, _flags, _ = _unpack_header(data, at)
+                end = at + ENTRY_HEADER_SIZE + length
+                if version != ENTRY_VERSION or end > len(data):
+                    continue
+                if crc32c(data[at + ENTRY_HEADER_SIZE : end], crc32c(data[at + 4 : at + 16])) == crc:
+                    return pos + at, want
+        return None
+
+    @staticmethod
+    def _read(topic: Topic, block: Block, pos: int, size: int, offset: int) -> bytes:
+        try:
+            return block.storage.read(block.base + pos, max(0, size))
+        except OSError as exc:
+            raise StorageError(
+                f"reading entry {offset} of topic {topic.name!r} from {block.path} failed: {exc}"
+            ) from exc
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_batch(
+        self,
+        cursor: Cursor,
+        offset: int,
+        block: Block,
+        pos: int,
+        stop: int,
+        max_entries: int,
+        max_bytes: int,
+        peek_one: bool = False,
+    ) -> tuple[list[Entry], Block, int]:
+        """Read entries from ``offset`` (at ``block``/``pos``) up to offset ``stop``.
+
+        Returns (entries, block, pos) where block/pos locate the entry after the last one
+        returned. ``max_bytes`` bounds the payload total (at least one entry is returned).
+        The cursor's buffer is used and refilled; the cursor's position is not changed.
+        """
+        topic = cursor.topic
+        out: list[Entry] = []
+        total = 0
+        append = out.append
+        buf = cursor.buf
+        buf_start = cursor.buf_start if cursor.buf_block is block else -1
+        if buf_start < 0:
+            buf = b""
+        while offset < stop and len(out) < max_entries:
+            if offset >= block.first_offset + block.count:
+                nxt = block.next
+                if nxt is None:
+                    raise self._missing(topic, offset)
+                block, pos = nxt, BLOCK_HEADER_SIZE
+                buf, buf_start = b"", -1
+                continue
+            rel = pos - buf_start
+            if buf_start < 0 or rel < 0 or rel + ENTRY_HEADER_SIZE > len(buf):
+                want = READAHEAD if peek_one else max(READAHEAD, max_bytes + 16 * max_entries)
+                published = block.end
+                buf = self._read(topic, block, pos, min(want, MAX_READ, published - pos), offset)
+                buf_start, rel = pos, 0
+                if len(buf) < ENTRY_HEADER_SIZE:
+                    raise self.damaged(topic, block, pos, offset, "entry beyond end of file")
+            crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
+            if seq != offset & SEQ_MASK or version != ENTRY_VERSION:
+                raise self.damaged(topic, block, pos, offset, "bad entry header")
+            end = pos + ENTRY_HEADER_SIZE + length
+            if end > block.end:
+                raise self.damaged(topic, block, pos, offset, "entry length past the block end")
+            if out and total + length > max_bytes:
+                break
+            lo = rel + ENTRY_HEADER_SIZE
+            hi = lo + length
+            if hi > len(buf):
+                if length + ENTRY_HEADER_SIZE > READAHEAD:
+                    data = self._read(topic, block, pos + ENTRY_HEADER_SIZE, length, offset)
+                    hbuf = buf[rel : rel + ENTRY_HEADER_SIZE]
+                    buf, buf_start = b"", -1
+                    if len(data) != length or crc32c(data, crc32c(hbuf[4:])) != crc:
+                        raise self.damaged(topic, block, pos, offset, "checksum mismatch")
+                    append(Entry(data, offset))
+                    total += length
+                    offset += 1
+                    pos = end
+                    continue
+                buf = self._read(topic, block, pos, min(max(READAHEAD, length + 16), block.end - pos), offset)
+                buf_start, rel = pos, 0
+                lo, hi = ENTRY_HEADER_SIZE, ENTRY_HEADER_SIZE + length
+            data = buf[lo:hi]
+            if crc32c(data, crc32c(buf[rel + 4 : lo])) != crc:
+                raise self.damaged(topic, block, pos, offset, "checksum mismatch")
+            append(Entry(data, offset))
+            total += length
+            offset += 1
+            pos = end
+        cursor.buf = buf
+        cursor.buf_block = block if buf_start >= 0 else None
+        cursor.buf_start = buf_start
+        return out, block, pos
+
+
+class CursorKeeper:
+    """Persists cursors according to the read-consistency mode."""
+
+    def __init__(self, store: CursorStore, *, strict: bool, persist_every: int) -> None:
+        self.store = store
+        self.strict = strict
+        self.persist_every = persist_every
+
+    def persist(self, cursor: Cursor, offset: int, block: Block | None, pos: int) -> None:
+        """Write ``offset`` as the cursor's durable position (raises StorageError)."""
+        topic = cursor.topic
+        try:
+            if cursor.slot is None:
+                cursor.slot = self.store.slot_for(topic.raw, cursor.consumer_raw)
+            seq = cursor.persist_seq + 1
+            self.store.write(
+                cursor.slot, seq, offset, block.seq if block is not None else 0, pos
+            )
+        except OSError as exc:
+            raise StorageError(
+                f"persisting the cursor of topic {topic.name!r} failed: {exc}"
+            ) from exc
+        cursor.persist_seq = seq
+        cursor.persisted = offset
+        cursor.since_persist = 0
+
+    def after_consume(self, cursor: Cursor, new_offset: int, block: Block | None, pos: int, consumed: int) -> None:
+        """Persist if the mode says so; the caller advances the cursor only if this returns."""
+        if self.strict:
+            if new_offset > cursor.persisted:
+                self.persist(cursor, new_offset, block, pos)
+            return
+        if cursor.since_persist + consumed >= self.persist_every:
+            self.persist(cursor, new_offset, block, pos)
+        else:
+            cursor.since_persist += consumed

@@ -1,0 +1,393 @@
+"""Opening an existing directory: rebuild the index from block headers, scan only unsealed
+tails, truncate torn writes and roll back batches that a crash cut short.
+
+Cost: one 512-byte read per slot of every data file, one 16-byte read per sealed block (to
+verify its last entry), and a full read only of blocks without a seal record (normally one
+per topic, and none after a clean close). Stored bytes are never rescanned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections import defaultdict
+
+import attrs
+from crc32c import crc32c
+
+from walrus_core.allocator import Allocator
+from walrus_core.config import MAX_ENTRY_BYTES
+from walrus_core.format import (
+    BLOCK_FLAG_DEAD,
+    BLOCK_HEADER_SIZE,
+    ENTRY_HEADER,
+    ENTRY_HEADER_SIZE,
+    ENTRY_VERSION,
+    FLAG_BATCH_OPEN,
+    SEAL_AT,
+    SEAL_CLOSED,
+    SEAL_SEALED,
+    SEQ_MASK,
+    BlockHeader,
+    SealRecord,
+    parse_data_file_name,
+)
+from walrus_core.index import Block, Topic
+from walrus_core.names import encode_name
+from walrus_core.storage import Storage
+
+log = logging.getLogger("walrus_core")
+
+_unpack_header = ENTRY_HEADER.unpack_from
+_SCAN_WINDOW = 4 * 1024 * 1024
+_RESYNC_WINDOW = 64
+
+
+@attrs.define
+class _Found:
+    header: BlockHeader
+    seal: SealRecord | None
+    file_no: int
+    slot: int
+    storage: Storage
+
+
+@attrs.define
+class ScanResult:
+    """What a full scan of one block found."""
+
+    count: int  # entries, damaged ones included when valid entries follow them
+    end: int  # in-block byte after the last valid entry
+    last: int  # position of the last valid entry (-1: none)
+    committed: int  # entries up to the last one that is not inside an open batch
+    positions: list[int]  # position of every entry found (None-free; damaged ones skipped)
+    damaged: bool  # a bad entry was followed by valid ones
+    trailing_bytes: int  # non-zero bytes after ``end`` (a torn write), 0 if clean
+
+
+class _BlockBytes:
+    """Windowed reads of one block."""
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+        self.start = 0
+        self.buf = b""
+
+    def get(self, pos: int, size: int) -> bytes:
+        rel = pos - self.start
+        if rel < 0 or rel + size > len(self.buf):
+            want = min(max(size, _SCAN_WINDOW), self.block.limit - pos)
+            self.buf = self.block.storage.read(self.block.base + pos, max(0, want))
+            self.start = pos
+            rel = 0
+        return self.buf[rel : rel + size]
+
+
+def scan_block(block: Block, expected: int | None = None) -> ScanResult:
+    """Validate entries from the start of ``block`` (crc included) until they stop."""
+    data = _BlockBytes(block)
+    pos = BLOCK_HEADER_SIZE
+    offset = block.first_offset
+    count = committed = 0
+    last = -1
+    positions: list[int] = []
+    damaged = False
+    limit = block.limit
+    while pos + ENTRY_HEADER_SIZE <= limit and (expected is None or count < expected):
+        header = data.get(pos, ENTRY_HEADER_SIZE)
+        valid = False
+        if len(header) == ENTRY_HEADER_SIZE:
+            crc, length, seq, version, flags, _ = _unpack_header(header)
+            if (
+                version == ENTRY_VERSION
+                and seq == offset & SEQ_MASK
+                and length <= MAX_ENTRY_BYTES
+                and pos + ENTRY_HEADER_SIZE + length <= limit
+            ):
+                payload = data.get(pos + ENTRY_HEADER_SIZE, length)
+                valid = len(payload) == length and crc32c(payload, crc32c(header[4:])) == crc
+        if not valid:
+            found = _resync(data, pos, offset, limit)
+            if found is None:
+                break
+            damaged = True
+            pos, skipped = found
+            offset += skipped
+            count += skipped
+            continue
+        positions.append(pos)
+        last = pos
+        pos += ENTRY_HEADER_SIZE + length
+        offset += 1
+        count += 1
+        if not flags & FLAG_BATCH_OPEN:
+            committed = count
+    trailing = 0
+    rest = limit - pos
+    if expected is None and rest > 0:
+        tail = data.get(pos, min(rest, _SCAN_WINDOW))
+        checked = pos + len(tail)
+        stripped = len(tail.rstrip(b"\x00"))
+        while stripped == 0 and checked < limit:
+            more = data.get(checked, min(limit - checked, _SCAN_WINDOW))
+            if not more:
+                break
+            if more.rstrip(b"\x00"):
+                stripped = checked - pos + len(more.rstrip(b"\x00"))
+            checked += len(more)
+        trailing = stripped
+    return ScanResult(count, pos, last, committed, positions, damaged, trailing)
+
+
+def _resync(data: _BlockBytes, pos: int, offset: int, limit: int) -> tuple[int, int] | None:
+    """Find a valid entry after a damaged one at ``pos``: (its position, entries skipped)."""
+    rest = data.get(pos, limit - pos)
+    for ahead in range(1, _RESYNC_WINDOW + 1):
+        needle = struct.pack("<I", (offset + ahead) & SEQ_MASK)
+        start = 1
+        while True:
+            hit = rest.find(needle, start)
+            if hit < 0:
+                break
+            start = hit + 1
+            at = hit - 8
+            if at <= 0 or at + ENTRY_HEADER_SIZE > len(rest):
+                continue
+            crc, length, _seq, version, _flags, _ = _unpack_header(rest, at)
+            end = at + ENTRY_HEADER_SIZE + length
+            if version != ENTRY_VERSION or end > len(rest):
+                continue
+            if crc32c(rest[at + ENTRY_HEADER_SIZE : end], crc32c(rest[at + 4 : at + 16])) == crc:
+                return pos + at, ahead
+    return None
+
+
+def _verify_last(block: Block, seal: SealRecord) -> bool:
+    """Cheap check that a seal record matches the bytes: the last entry's header is there."""
+    if seal.count == 0:
+        return seal.end == BLOCK_HEADER_SIZE
+    if not BLOCK_HEADER_SIZE <= seal.last < seal.end <= block.limit:
+        return False
+    header = block.storage.read(block.base + seal.last, ENTRY_HEADER_SIZE)
+    if len(header) != ENTRY_HEADER_SIZE:
+        return False
+    _crc, length, seq, version, _flags, _ = _unpack_header(header)
+    return (
+        version == ENTRY_VERSION
+        and seq == (block.first_offset + seal.count - 1) & SEQ_MASK
+        and seal.last + ENTRY_HEADER_SIZE + length == seal.end
+    )
+
+
+def _write_seal(block: Block, kind: int = SEAL_SEALED) -> None:
+    record = SealRecord(
+        kind=kind,
+        count=block.count,
+        end=block.end,
+        committed=block.committed,
+        last=max(block.last, 0),
+    ).pack()
+    block.storage.write(block.base + SEAL_AT, (record,), len(record))
+    block.storage.dirty = True
+
+
+def _mark_dead(block: Block) -> None:
+    header = BlockHeader(
+        topic=block.topic,
+        block_seq=block.seq,
+        first_offset=block.first_offset,
+        slots=block.slots,
+        flags=BLOCK_FLAG_DEAD,
+    ).pack()
+    block.storage.write(block.base, (header,), len(header))
+    block.storage.dirty = True
+
+
+def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
+    """Rebuild every topic of ``root``; leaves ``allocator`` ready to continue."""
+    geometry = allocator.geometry
+    block_size = geometry.block_size
+    found: dict[str, list[_Found]] = defaultdict(list)
+    numbers = sorted(
+        n for n in (parse_data_file_name(name) for name in os.listdir(root)) if n is not None
+    )
+    max_seq = 0
+    resume_file = resume_slot = 0
+    for file_no in numbers:
+        path = allocator.path_of(file_no)
+        size = os.path.getsize(path)
+        allocator.note_file_number(file_no)
+        if size < block_size:
+            log.warning("ignoring %s: %d bytes is smaller than one block", path, size)
+            continue
+        storage = allocator.open_existing(file_no, size)
+        slots = size // block_size
+        slot = used_end = 0
+        while slot < slots:
+            region = storage.read(slot * block_size, BLOCK_HEADER_SIZE)
+            header = BlockHeader.unpack(region)
+            if header is None or slot + header.slots > slots:
+                if any(region[:4]):
+                    log.warning("%s: unreadable block header in slot %d; skipped", path, slot)
+                slot += 1
+                continue
+            used_end = slot + header.slots
+            max_seq = max(max_seq, header.block_seq)
+            if not header.flags & BLOCK_FLAG_DEAD:
+                seal = SealRecord.unpack(region)
+                found[header.topic].append(_Found(header, seal, file_no, slot, storage))
+            slot += header.slots
+        resume_file, resume_slot = file_no, used_end
+    allocator.resume(resume_file, resume_slot, max_seq + 1)
+
+    topics: dict[str, Topic] = {}
+    touched: set[int] = set()
+    for name, items in found.items():
+        items.sort(key=lambda f: f.header.block_seq)
+        topic = _rebuild_topic(name, items, block_size, touched)
+        if topic is not None:
+            topics[name] = topic
+    for storage in list(allocator.files.values()):
+        if id(storage) in touched and allocator.sync_metadata:
+            storage.flush()
+    return topics
+
+
+def _rebuild_topic(
+    name: str, items: list[_Found], block_size: int, touched: set[int]
+) -> Topic | None:
+    try:
+        raw = encode_name(name)
+    except Exception:
+        log.warning("ignoring blocks of a topic with an invalid name %r", name)
+        return None
+    topic = Topic(name, raw)
+    blocks: list[Block] = []
+    scans: dict[int, ScanResult] = {}
+    for index, item in enumerate(items):
+        block = Block(
+            topic=name,
+            seq=item.header.block_seq,
+            file_no=item.file_no,
+            slot=item.slot,
+            slots=item.header.slots,
+            block_size=block_size,
+            first_offset=item.header.first_offset,
+            storage=item.storage,
+        )
+        is_last = index == len(items) - 1
+        next_first = None if is_last else items[index + 1].header.first_offset
+        expected = None if next_first is None else max(0, next_first - block.first_offset)
+        seal = item.seal
+        if (
+            seal is not None
+            and (expected is None or seal.count == expected)
+            and _verify_last(block, seal)
+        ):
+            block.count, block.end, block.last = seal.count, seal.end, seal.last
+            block.committed = seal.committed
+            block.sealed = seal.kind == SEAL_SEALED
+            block.close_record = seal.kind == SEAL_CLOSED
+            if block.count == 0:
+                block.last = -1
+        else:
+            scan = scan_block(block, expected)
+            scans[block.seq] = scan
+            block.count, block.end, block.last = scan.count, scan.end, scan.last
+            block.committed = scan.committed
+            if expected is not None:
+                if scan.count < expected:
+                    log.warning(
+                        "topic %r: entries %d..%d in %s are damaged; reading them raises"
+                        " CorruptionError",
+                        name,
+                        block.first_offset + scan.count,
+                        block.first_offset + expected - 1,
+                        block.path,
+                    )
+                    block.count = expected
+                    block.end = block.limit
+                    block.last = -1
+                else:  # the seal was lost: write it so the next open need not scan
+                    block.committed = block.count
+                    _write_seal(block)
+                    touched.add(id(block.storage))
+                block.sealed = True
+        blocks.append(block)
+
+    _finish_tail(topic, blocks, scans, touched)
+    for block in blocks:
+        topic.add_block(block)
+    if not topic.blocks:
+        return None
+    topic.end = topic.blocks[-1].first_offset + topic.blocks[-1].count
+    return topic
+
+
+def _finish_tail(
+    topic: Topic, blocks: list[Block], scans: dict[int, ScanResult], touched: set[int]
+) -> None:
+    """Roll back a batch a crash cut short, truncate a torn tail, and decide whether the last
+    block may take more appends."""
+    if not blocks:
+        return
+    last = blocks[-1]
+    if last.committed < last.count:
+        # The topic ends inside a batch: find where the last complete write ended.
+        commit_at = last.first_offset
+        for block in reversed(blocks):
+            if block.committed > 0 or block is blocks[0]:
+                commit_at = block.first_offset + block.committed
+                break
+        dropped_entries = last.first_offset + last.count - commit_at
+        keep = [block for block in blocks if block.first_offset < commit_at]
+        for block in blocks[len(keep) :]:
+            _mark_dead(block)
+            touched.add(id(block.storage))
+        blocks[:] = keep
+        log.warning(
+            "topic %r: rolled back an incomplete batch of %d entries (offsets %d..%d) left by"
+            " a crash",
+            topic.name,
+            dropped_entries,
+            commit_at,
+            commit_at + dropped_entries - 1,
+        )
+        if not blocks:
+            return
+        tail = blocks[-1]
+        keep_count = commit_at - tail.first_offset
+        scan = scans.get(tail.seq)
+        if scan is None or len(scan.positions) < tail.count:
+            scan = scan_block(tail, tail.count)
+        tail.count = keep_count
+        tail.committed = keep_count
+        tail.end = scan.positions[keep_count] if keep_count < len(scan.positions) else scan.end
+        tail.last = scan.positions[keep_count - 1] if keep_count > 0 else -1
+        _write_seal(tail)
+        tail.sealed = True
+        tail.close_record = False
+        touched.add(id(tail.storage))
+        return
+    scan = scans.get(last.seq)
+    if scan is not None and not last.sealed:
+        if scan.trailing_bytes:
+            log.warning(
+                "topic %r: dropped a torn write of %d bytes after entry %d at the end of %s",
+                topic.name,
+                scan.trailing_bytes,
+                last.first_offset + last.count - 1,
+                last.path,
+            )
+            # Stale bytes follow the end: never append after them.
+            _write_seal(last)
+            last.sealed = True
+            touched.add(id(last.storage))
+        if scan.damaged:
+            log.warning(
+                "topic %r: damaged entries in the tail block of %s; reading them raises"
+                " CorruptionError",
+                topic.name,
+                last.path,
+            )

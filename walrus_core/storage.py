@@ -1,0 +1,109 @@
+"""The storage contract between the engine and backend plugins.
+
+The engine never talks to a backend module directly. It asks the plugin chain to open a file
+(:class:`OpenSpec`) and gets back a :class:`Storage`: a small object whose attributes are the
+chain's resolved hook implementations, already bound to the handle they need. Resolving once,
+at open time, is what keeps pluggy's dispatch off the per-entry path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+
+class Buffer(Protocol):
+    """Anything that supports the buffer protocol (bytes, bytearray, memoryview, mmap, array)."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+
+#: What the engine passes to ``write``: buffers written back to back at one file offset.
+Buffers = Sequence[Any]
+
+FILE_DATA = "data"
+FILE_CURSORS = "cursors"
+
+
+@attrs.frozen
+class OpenSpec:
+    """What to open and how.
+
+    ``size`` is the size the file must have at least: a backend creates (or extends) the file to
+    that size *sparsely* (ftruncate), never by writing zeros. ``create`` allows creating it.
+    ``sync_each`` asks for writes that are durable when ``write`` returns (O_DSYNC or a sync
+    per write). ``kind`` is ``"data"`` or ``"cursors"``; backends may tune on it.
+    """
+
+    path: str
+    size: int
+    create: bool = False
+    sync_each: bool = False
+    kind: str = FILE_DATA
+
+
+@attrs.frozen
+class WriteOp:
+    """One contiguous run of a batch: ``buffers`` land back to back at ``offset``."""
+
+    offset: int
+    buffers: Buffers
+    nbytes: int
+
+
+class Storage:
+    """An open file, as the engine sees it: the chain's resolved operations.
+
+    Attributes are plain callables (already bound to the right plugin handle):
+
+    * ``write(offset, buffers, nbytes)`` writes all ``nbytes`` of ``buffers`` at ``offset``.
+    * ``read(offset, size)`` returns up to ``size`` bytes (fewer only at end of file).
+    * ``flush()`` makes every completed write durable.
+    * ``batch_submit(ops, sync)`` writes many runs, then flushes when ``sync`` is true.
+    * ``close()`` releases the handle.
+
+    ``dirty`` is set by the engine after unsynced writes; the background flusher clears it.
+    """
+
+    __slots__ = (
+        "batch_submit",
+        "chain",
+        "close",
+        "dirty",
+        "flush",
+        "handle",
+        "read",
+        "spec",
+        "write",
+    )
+
+    def __init__(
+        self,
+        spec: OpenSpec,
+        handle: Any,
+        chain: tuple[str, ...],
+        write: Callable[[int, Buffers, int], None],
+        read: Callable[[int, int], bytes],
+        flush: Callable[[], None],
+        batch_submit: Callable[[Sequence[WriteOp], bool], None],
+        close: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self.handle = handle
+        self.chain = chain
+        self.write = write
+        self.read = read
+        self.flush = flush
+        self.batch_submit = batch_submit
+        self.close = close
+        self.dirty = False
+
+    @property
+    def path(self) -> str:
+        """The file's path."""
+        return self.spec.path
+
+    def __repr__(self) -> str:
+        return f"<Storage {self.spec.path!r} via {'/'.join(self.chain)}>"

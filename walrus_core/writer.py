@@ -1,0 +1,240 @@
+"""Appends: single entries, atomic batches, block sealing.
+
+Every method here runs with the topic's writer lock held, so one topic has one writer at a
+time; a batch and a single append on the same topic simply take turns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from crc32c import crc32c
+
+from walrus_core.allocator import Allocator
+from walrus_core.config import Geometry
+from walrus_core.errors import StorageError
+from walrus_core.format import (
+    BLOCK_FLAG_DEAD,
+    CLEARED_SEAL,
+    ENTRY_HEADER,
+    ENTRY_HEADER_SIZE,
+    ENTRY_TAIL,
+    ENTRY_VERSION,
+    FLAG_BATCH_OPEN,
+    SEAL_AT,
+    SEAL_SEALED,
+    SEQ_MASK,
+    BlockHeader,
+    SealRecord,
+    slots_for_entry,
+)
+from walrus_core.index import Block, Topic
+from walrus_core.storage import Storage, WriteOp
+
+log = logging.getLogger("walrus_core")
+
+_pack_header = ENTRY_HEADER.pack
+_pack_tail = ENTRY_TAIL.pack
+
+
+def seal_record(block: Block, kind: int = SEAL_SEALED) -> bytes:
+    """The seal record describing ``block`` as it is published now."""
+    return SealRecord(
+        kind=kind,
+        count=block.count,
+        end=block.end,
+        committed=block.committed,
+        last=max(block.last, 0),
+    ).pack()
+
+
+class Writer:
+    """Writes entries for every topic of one open directory."""
+
+    def __init__(
+        self, allocator: Allocator, geometry: Geometry, *, mark_dirty: bool, sync_each: bool
+    ) -> None:
+        self.allocator = allocator
+        self.geometry = geometry
+        self.mark_dirty = mark_dirty
+        self.sync_each = sync_each
+
+    # -- blocks -----------------------------------------------------------------------------
+    def seal(self, block: Block) -> None:
+        """Write the seal record of a full block (recovery then trusts it without a scan)."""
+        record = seal_record(block)
+        block.storage.write(block.base + SEAL_AT, (record,), len(record))
+        block.storage.dirty = True
+        block.sealed = True
+        block.close_record = False
+
+    def _clear_close_record(self, block: Block) -> None:
+        block.storage.write(block.base + SEAL_AT, (CLEARED_SEAL,), len(CLEARED_SEAL))
+        block.storage.dirty = True
+        block.close_record = False
+
+    def _fresh_block(self, topic: Topic, first_offset: int, payload_len: int) -> Block:
+        slots = slots_for_entry(self.geometry, payload_len)
+        return self.allocator.allocate(topic.name, first_offset, slots)
+
+    def _retire_head(self, topic: Topic) -> None:
+        head = topic.head
+        if head is not None and not head.sealed:
+            self.seal(head)
+        topic.retire_head = False
+
+    def _mark_dead(self, block: Block) -> None:
+        """Best effort: flag a block that a failed batch allocated, so recovery skips it."""
+        header = BlockHeader(
+            topic=block.topic,
+            block_seq=block.seq,
+            first_offset=block.first_offset,
+            slots=block.slots,
+            flags=BLOCK_FLAG_DEAD,
+        ).pack()
+        try:
+            block.storage.write(block.base, (header,), len(header))
+        except OSError as exc:
+            log.warning("could not mark abandoned block %r dead: %s", block, exc)
+
+    # -- single appends ---------------------------------------------------------------------
+    def append(self, topic: Topic, payload: Any, length: int) -> int:
+        """Append one entry; returns its offset. Raises StorageError on I/O failure."""
+        try:
+            if topic.retire_head:
+                self._retire_head(topic)
+            block = topic.blocks[-1] if topic.blocks else None
+            size = ENTRY_HEADER_SIZE + length
+            offset = topic.end
+            if block is None or block.sealed or block.end + size > block.limit:
+                if block is not None and not block.sealed:
+                    self.seal(block)
+                block = self._fresh_block(topic, offset, length)
+                topic.add_block(block)
+            elif block.close_record:
+                self._clear_close_record(block)
+            pos = block.end
+            seq = offset & SEQ_MASK
+            header = _pack_header(
+                crc32c(payload, crc32c(_pack_tail(length, seq, ENTRY_VERSION, 0, 0))),
+                length,
+                seq,
+                ENTRY_VERSION,
+                0,
+                0,
+            )
+            storage = block.storage
+            storage.write(block.base + pos, (header, payload), size)
+        except OSError as exc:
+            raise StorageError(f"append to topic {topic.name!r} failed: {exc}") from exc
+        if self.mark_dirty:
+            storage.dirty = True
+        block.last = pos
+        block.end = pos + size
+        block.count += 1
+        block.committed = block.count
+        topic.end = offset + 1  # publish last: readers gate on topic.end
+        return offset
+
+    # -- batches ----------------------------------------------------------------------------
+    def append_batch(self, topic: Topic, payloads: Sequence[tuple[Any, int]]) -> range:
+        """Append all ``payloads`` (buffer, length) atomically; returns their offsets."""
+        count = len(payloads)
+        first = topic.end
+        if count == 0:
+            return range(first, first)
+        blocks_before = len(topic.blocks)
+        try:
+            if topic.retire_head:
+                self._retire_head(topic)
+            head = topic.blocks[-1] if topic.blocks else None
+            block = head if head is not None and not head.sealed else None
+            if block is not None and block.close_record:
+                self._clear_close_record(block)
+            # Plan: one run (contiguous bytes) per block touched.
+            runs: list[list[Any]] = []  # [block, start_pos, buffers, nbytes, entries, last_pos]
+            run: list[Any] | None = None
+            pos = block.end if block is not None else 0
+            offset = first
+            last_index = count - 1
+            for index, (payload, length) in enumerate(payloads):
+                size = ENTRY_HEADER_SIZE + length
+                if block is None or pos + size > block.limit:
+                    block = self._fresh_block(topic, offset, length)
+                    topic.add_block(block)
+                    pos = block.end
+                    run = None
+                if run is None:
+                    run = [block, pos, [], 0, 0, pos]
+                    runs.append(run)
+                flags = FLAG_BATCH_OPEN if index != last_index else 0
+                seq = offset & SEQ_MASK
+                header = _pack_header(
+                    crc32c(payload, crc32c(_pack_tail(length, seq, ENTRY_VERSION, flags, 0))),
+                    length,
+                    seq,
+                    ENTRY_VERSION,
+                    flags,
+                    0,
+                )
+                bufs = run[2]
+                bufs.append(header)
+                bufs.append(payload)
+                run[3] += size
+                run[4] += 1
+                run[5] = pos
+                pos += size
+                offset += 1
+            # Seal every block the batch filled except the last one it wrote to. The record is
+            # computed as it will be after publication; recovery only trusts it when the
+            # batch's last entry is also on disk (or rolls back via the BATCH_OPEN flags).
+            by_storage: dict[int, tuple[Storage, list[WriteOp]]] = {}
+            for blk, start, bufs, nbytes, _n, _last in runs:
+                entry = by_storage.setdefault(id(blk.storage), (blk.storage, []))
+                entry[1].append(WriteOp(blk.base + start, bufs, nbytes))
+            to_seal = [r[0] for r in runs[:-1]]
+            if head is not None and not head.sealed and runs and runs[0][0] is not head:
+                to_seal.insert(0, head)
+            seal_ops: list[tuple[Block, bytes]] = []
+            for blk in to_seal:
+                blk_run = next((r for r in runs if r[0] is blk), None)
+                record = SealRecord(
+                    kind=SEAL_SEALED,
+                    count=blk.count + (blk_run[4] if blk_run else 0),
+                    end=(blk_run[1] + blk_run[3]) if blk_run else blk.end,
+                    committed=blk.count,
+                    last=blk_run[5] if blk_run else max(blk.last, 0),
+                ).pack()
+                seal_ops.append((blk, record))
+                entry = by_storage.setdefault(id(blk.storage), (blk.storage, []))
+                entry[1].append(WriteOp(blk.base + SEAL_AT, (record,), len(record)))
+            for storage, ops in by_storage.values():
+                storage.batch_submit(ops, self.sync_each)
+        except OSError as exc:
+            self._abandon(topic, blocks_before)
+            raise StorageError(f"batch append to topic {topic.name!r} failed: {exc}") from exc
+        except BaseException:
+            self._abandon(topic, blocks_before)
+            raise
+        # Publish: block counts first, then the topic's end (readers gate on it).
+        for blk, start, _bufs, nbytes, n, last in runs:
+            blk.count += n
+            blk.end = start + nbytes
+            blk.last = last
+            blk.committed = blk.count
+            if self.mark_dirty:
+                blk.storage.dirty = True
+        for blk, _record in seal_ops:
+            blk.sealed = True
+        topic.end = first + count
+        return range(first, first + count)
+
+    def _abandon(self, topic: Topic, blocks_before: int) -> None:
+        """Undo a failed batch in memory and make sure nothing of it can resurface."""
+        for block in topic.drop_blocks_from(blocks_before):
+            self._mark_dead(block)
+        # Part of the batch may sit after the head's end with valid checksums: never append
+        # after it again. The head gets sealed at its published end before the next write.
+        topic.retire_head = True
