@@ -12,7 +12,7 @@ from typing import Any
 
 from walrus_core.allocator import Allocator
 from walrus_core.background import Flusher, flush_dirty
-from walrus_core.config import Geometry, Limits, ReadConsistency, FsyncSchedule
+from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
 from walrus_core.cursors import DEFAULT_CONSUMER, CursorStore, StoredCursor
 from walrus_core.directory import DirectoryLock, prepare_root
 from walrus_core.entry import Entry
@@ -100,7 +100,9 @@ class Walrus:
         fsync = FsyncSchedule.milliseconds(200) if fsync is None else fsync
         limits = Limits() if limits is None else limits
         if not isinstance(consistency, ReadConsistency):
-            raise TypeError(f"consistency must be a ReadConsistency, not {type(consistency).__name__}")
+            raise TypeError(
+                f"consistency must be a ReadConsistency, not {type(consistency).__name__}"
+            )
         if not isinstance(fsync, FsyncSchedule):
             raise TypeError(f"fsync must be an FsyncSchedule, not {type(fsync).__name__}")
         if not isinstance(limits, Limits):
@@ -250,12 +252,12 @@ class Walrus:
     def _cursor(self, topic: Topic, consumer: Any) -> Cursor:
         cursor = topic.cursors.get(consumer)
         if cursor is not None:
-            return cursor  # type: ignore[return-value]
+            return cursor
         consumer_raw = b"" if consumer is None else encode_name(consumer, "consumer")
         with self._registry_lock:
             cursor = topic.cursors.get(consumer)
             if cursor is not None:
-                return cursor  # type: ignore[return-value]
+                return cursor
             created = Cursor(topic, consumer, consumer_raw)
             stored = self._stored.get((topic.name, consumer or DEFAULT_CONSUMER))
             if stored is not None:
@@ -346,8 +348,7 @@ class Walrus:
             self._check_slow()
         if isinstance(entries, (str, bytes, bytearray, memoryview)):
             raise TypeError(
-                "entries must be an iterable of payloads, not a single "
-                f"{type(entries).__name__}"
+                f"entries must be an iterable of payloads, not a single {type(entries).__name__}"
             )
         try:
             iterator: Iterator[Any] = iter(entries)
@@ -403,15 +404,15 @@ class Walrus:
         cursor = t.cursors.get(consumer)
         if cursor is None:
             cursor = self._cursor(t, consumer)
-        with cursor.lock:  # type: ignore[attr-defined]
+        with cursor.lock:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
-            offset = cursor.offset  # type: ignore[attr-defined]
+            offset = cursor.offset
             if offset >= t.end:
                 return None
-            block, pos = self._position(cursor)  # type: ignore[arg-type]
+            block, pos = self._position(cursor)
             entries, block, pos = self._reader.read_batch(
-                cursor,  # type: ignore[arg-type]
+                cursor,
                 offset,
                 block,
                 pos,
@@ -421,10 +422,10 @@ class Walrus:
                 True,
             )
             if checkpoint:
-                self._keeper.after_consume(cursor, offset + 1, block, pos, 1)  # type: ignore[arg-type]
-                cursor.offset = offset + 1  # type: ignore[attr-defined]
-                cursor.block = block  # type: ignore[attr-defined]
-                cursor.pos = pos  # type: ignore[attr-defined]
+                self._keeper.after_consume(cursor, offset + 1, block, pos, 1)
+                cursor.offset = offset + 1
+                cursor.block = block
+                cursor.pos = pos
             return entries[0]
 
     def batch_read_for_topic(
@@ -472,7 +473,6 @@ class Walrus:
         cursor = t.cursors.get(consumer)
         if cursor is None:
             cursor = self._cursor(t, consumer)
-        assert isinstance(cursor, Cursor)
         with cursor.lock:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
@@ -546,7 +546,6 @@ class Walrus:
     def _persist_pending_cursors(self) -> None:
         for t in list(self._topics.values()):
             for cursor in list(t.cursors.values()):
-                assert isinstance(cursor, Cursor)
                 with cursor.lock:
                     if cursor.offset != cursor.persisted and (
                         cursor.since_persist or cursor.persisted >= 0

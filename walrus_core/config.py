@@ -41,12 +41,12 @@ class ReadConsistency:
 
     @classmethod
     def strictly_at_once(cls) -> ReadConsistency:
-        """Persist the cursor before every checkpointing read returns: no redelivery after a crash."""
+        """Persist the cursor before each checkpointing read returns: no redelivery."""
         return cls(_Consistency.STRICTLY_AT_ONCE, 1)
 
     @classmethod
     def at_least_once(cls, persist_every: int = 1000) -> ReadConsistency:
-        """Persist once ``persist_every`` entries were consumed since the last persist (N < 1 is 1)."""
+        """Persist once ``persist_every`` (N < 1 means 1) entries were consumed since the last."""
         if isinstance(persist_every, bool) or not isinstance(persist_every, int):
             raise TypeError(f"persist_every must be an int, not {type(persist_every).__name__}")
         return cls(_Consistency.AT_LEAST_ONCE, max(1, persist_every))

@@ -106,7 +106,7 @@ def slots_for_entry(geometry: Geometry, payload_len: int) -> int:
     return max(1, -(-need // geometry.block_size))
 
 
-def pack_entry_header(payload: object, length: int, offset: int, flags: int) -> bytes:
+def pack_entry_header(payload: bytes | memoryview, length: int, offset: int, flags: int) -> bytes:
     """The 16-byte header of an entry whose payload is ``payload`` (a buffer)."""
     tail = ENTRY_TAIL.pack(length, offset & SEQ_MASK, ENTRY_VERSION, flags, 0)
     return ENTRY_HEADER.pack(
@@ -181,7 +181,9 @@ class SealRecord:
 
     def pack(self) -> bytes:
         """The 48-byte record."""
-        body = SEAL.pack(SEAL_MAGIC, 0, self.kind, 0, self.count, self.end, self.committed, self.last)
+        body = SEAL.pack(
+            SEAL_MAGIC, 0, self.kind, 0, self.count, self.end, self.committed, self.last
+        )
         crc = crc32c(body[8:])
         return body[:4] + struct.pack("<I", crc) + body[8:]
 

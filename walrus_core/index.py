@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from walrus_core.format import BLOCK_HEADER_SIZE
 
 if TYPE_CHECKING:
+    from walrus_core.reader import Cursor
     from walrus_core.storage import Storage
 
 
@@ -111,7 +112,7 @@ class Topic:
         # Set after a failed batch: stale bytes may follow the head's end, so the next write
         # seals the head and starts a fresh block instead of writing after them.
         self.retire_head = False
-        self.cursors: dict[str | None, object] = {}
+        self.cursors: dict[str | None, Cursor] = {}
 
     @property
     def head(self) -> Block | None:

@@ -57,7 +57,7 @@ def sanitize_key(key: str) -> str:
         raise TypeError(f"key must be str, not {type(key).__name__}")
     out = "".join(ch if ch in _KEY_KEEP else "_" for ch in key)
     digest = format(fnv1a64(key.encode("utf-8", "surrogatepass")), "x")
-    if not out.strip("_.") :
+    if not out.strip("_."):
         return "ns_" + digest
     if len(out) > _MAX_KEY_DIR:
         out = out[: _MAX_KEY_DIR - len(digest) - 1] + "_" + digest

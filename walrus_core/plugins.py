@@ -178,7 +178,9 @@ class BackendRegistry:
         backend = self._backends.get(name)
         if backend is None:
             why = self._broken.get(name, "it is not installed")
-            return f"backend {name!r} is unavailable ({why}); install it with: {_install_hint(name)}"
+            return (
+                f"backend {name!r} is unavailable ({why}); install it with: {_install_hint(name)}"
+            )
         if name in seen:
             return f"backend {name!r} layers over itself: {' -> '.join((*seen, name))}"
         try:

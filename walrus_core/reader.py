@@ -168,7 +168,10 @@ class EntryReader:
                 end = at + ENTRY_HEADER_SIZE + length
                 if version != ENTRY_VERSION or end > len(data):
                     continue
-                if crc32c(data[at + ENTRY_HEADER_SIZE : end], crc32c(data[at + 4 : at + 16])) == crc:
+                if (
+                    crc32c(data[at + ENTRY_HEADER_SIZE : end], crc32c(data[at + 4 : at + 16]))
+                    == crc
+                ):
                     return pos + at, want
         return None
 
@@ -223,7 +226,7 @@ class EntryReader:
                 buf_start, rel = pos, 0
                 if len(buf) < ENTRY_HEADER_SIZE:
                     raise self.damaged(topic, block, pos, offset, "entry beyond end of file")
-            crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
+            crc, length, seq, version, _flags, _ = _unpack_header(buf, rel)
             if seq != offset & SEQ_MASK or version != ENTRY_VERSION:
                 raise self.damaged(topic, block, pos, offset, "bad entry header")
             end = pos + ENTRY_HEADER_SIZE + length
@@ -245,7 +248,9 @@ class EntryReader:
                     offset += 1
                     pos = end
                     continue
-                buf = self._read(topic, block, pos, min(max(READAHEAD, length + 16), block.end - pos), offset)
+                buf = self._read(
+                    topic, block, pos, min(max(READAHEAD, length + 16), block.end - pos), offset
+                )
                 buf_start, rel = pos, 0
                 lo, hi = ENTRY_HEADER_SIZE, ENTRY_HEADER_SIZE + length
             data = buf[lo:hi]
@@ -276,9 +281,7 @@ class CursorKeeper:
             if cursor.slot is None:
                 cursor.slot = self.store.slot_for(topic.raw, cursor.consumer_raw)
             seq = cursor.persist_seq + 1
-            self.store.write(
-                cursor.slot, seq, offset, block.seq if block is not None else 0, pos
-            )
+            self.store.write(cursor.slot, seq, offset, block.seq if block is not None else 0, pos)
         except OSError as exc:
             raise StorageError(
                 f"persisting the cursor of topic {topic.name!r} failed: {exc}"
@@ -287,7 +290,9 @@ class CursorKeeper:
         cursor.persisted = offset
         cursor.since_persist = 0
 
-    def after_consume(self, cursor: Cursor, new_offset: int, block: Block | None, pos: int, consumed: int) -> None:
+    def after_consume(
+        self, cursor: Cursor, new_offset: int, block: Block | None, pos: int, consumed: int
+    ) -> None:
         """Persist if the mode says so; the caller advances the cursor only if this returns."""
         if self.strict:
             if new_offset > cursor.persisted:

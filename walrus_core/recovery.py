@@ -173,7 +173,7 @@ def _verify_last(block: Block, seal: SealRecord) -> bool:
     if len(header) != ENTRY_HEADER_SIZE:
         return False
     _crc, length, seq, version, _flags, _ = _unpack_header(header)
-    return (
+    return bool(
         version == ENTRY_VERSION
         and seq == (block.first_offset + seal.count - 1) & SEQ_MASK
         and seal.last + ENTRY_HEADER_SIZE + length == seal.end
@@ -262,7 +262,6 @@ def _rebuild_topic(
     except Exception:
         log.warning("ignoring blocks of a topic with an invalid name %r", name)
         return None
-    topic = Topic(name, raw)
     blocks: list[Block] = []
     scans: dict[int, ScanResult] = {}
     for index, item in enumerate(items):
@@ -276,13 +275,13 @@ def _rebuild_topic(
             first_offset=item.header.first_offset,
             storage=item.storage,
         )
-        is_last = index == len(items) - 1
-        next_first = None if is_last else items[index + 1].header.first_offset
-        expected = None if next_first is None else max(0, next_first - block.first_offset)
+        next_first = (
+            items[index + 1].header.first_offset if index + 1 < len(items) else None
+        )
         seal = item.seal
         if (
             seal is not None
-            and (expected is None or seal.count == expected)
+            and (next_first is None or block.first_offset + seal.count == next_first)
             and _verify_last(block, seal)
         ):
             block.count, block.end, block.last = seal.count, seal.end, seal.last
@@ -292,102 +291,133 @@ def _rebuild_topic(
             if block.count == 0:
                 block.last = -1
         else:
-            scan = scan_block(block, expected)
+            scan = scan_block(block)
             scans[block.seq] = scan
             block.count, block.end, block.last = scan.count, scan.end, scan.last
             block.committed = scan.committed
-            if expected is not None:
-                if scan.count < expected:
-                    log.warning(
-                        "topic %r: entries %d..%d in %s are damaged; reading them raises"
-                        " CorruptionError",
-                        name,
-                        block.first_offset + scan.count,
-                        block.first_offset + expected - 1,
-                        block.path,
-                    )
-                    block.count = expected
-                    block.end = block.limit
-                    block.last = -1
-                else:  # the seal was lost: write it so the next open need not scan
-                    block.committed = block.count
-                    _write_seal(block)
-                    touched.add(id(block.storage))
-                block.sealed = True
         blocks.append(block)
 
-    _finish_tail(topic, blocks, scans, touched)
+    _roll_back_incomplete_batch(name, blocks, scans, touched)
+    if not blocks:
+        return None
+    _settle_blocks(name, blocks, scans, touched)
+    topic = Topic(name, raw)
+    if blocks[0].first_offset > 0:
+        log.warning(
+            "topic %r: entries 0..%d are missing (their blocks are unreadable or were removed)",
+            name,
+            blocks[0].first_offset - 1,
+        )
     for block in blocks:
         topic.add_block(block)
-    if not topic.blocks:
-        return None
-    topic.end = topic.blocks[-1].first_offset + topic.blocks[-1].count
+    topic.end = blocks[-1].first_offset + blocks[-1].count
     return topic
 
 
-def _finish_tail(
-    topic: Topic, blocks: list[Block], scans: dict[int, ScanResult], touched: set[int]
+def _roll_back_incomplete_batch(
+    name: str, blocks: list[Block], scans: dict[int, ScanResult], touched: set[int]
 ) -> None:
-    """Roll back a batch a crash cut short, truncate a torn tail, and decide whether the last
-    block may take more appends."""
-    if not blocks:
+    """Drop everything after the topic's last complete write.
+
+    Entries of a batch carry ``BATCH_OPEN`` except the last one, so the last entry that does
+    not carry it ends the last complete append or batch. Blocks a cut batch allocated (their
+    headers are written before the data) are marked dead; the block holding the cut is sealed
+    at the commit point, so nothing is ever appended after the stale bytes.
+    """
+    keep = len(blocks)
+    while keep > 0 and blocks[keep - 1].committed == 0:
+        keep -= 1
+    if keep == len(blocks) and blocks[-1].committed == blocks[-1].count:
         return
-    last = blocks[-1]
-    if last.committed < last.count:
-        # The topic ends inside a batch: find where the last complete write ended.
-        commit_at = last.first_offset
-        for block in reversed(blocks):
-            if block.committed > 0 or block is blocks[0]:
-                commit_at = block.first_offset + block.committed
-                break
-        dropped_entries = last.first_offset + last.count - commit_at
-        keep = [block for block in blocks if block.first_offset < commit_at]
-        for block in blocks[len(keep) :]:
-            _mark_dead(block)
-            touched.add(id(block.storage))
-        blocks[:] = keep
+    if keep == 0:
+        commit_at = blocks[0].first_offset
+        cut: Block | None = None
+    else:
+        cut = blocks[keep - 1]
+        commit_at = cut.first_offset + cut.committed
+    dropped = blocks[-1].first_offset + blocks[-1].count - commit_at
+    for block in blocks[keep:]:
+        _mark_dead(block)
+        touched.add(id(block.storage))
+    del blocks[keep:]
+    if dropped > 0:
         log.warning(
-            "topic %r: rolled back an incomplete batch of %d entries (offsets %d..%d) left by"
-            " a crash",
-            topic.name,
-            dropped_entries,
+            "topic %r: rolled back an incomplete batch of %d entries (offsets %d..%d) cut short"
+            " by a crash",
+            name,
+            dropped,
             commit_at,
-            commit_at + dropped_entries - 1,
+            commit_at + dropped - 1,
         )
-        if not blocks:
-            return
-        tail = blocks[-1]
-        keep_count = commit_at - tail.first_offset
-        scan = scans.get(tail.seq)
-        if scan is None or len(scan.positions) < tail.count:
-            scan = scan_block(tail, tail.count)
-        tail.count = keep_count
-        tail.committed = keep_count
-        tail.end = scan.positions[keep_count] if keep_count < len(scan.positions) else scan.end
-        tail.last = scan.positions[keep_count - 1] if keep_count > 0 else -1
-        _write_seal(tail)
-        tail.sealed = True
-        tail.close_record = False
-        touched.add(id(tail.storage))
+    if cut is None or cut.committed == cut.count:
         return
-    scan = scans.get(last.seq)
-    if scan is not None and not last.sealed:
+    scan = scans.get(cut.seq)
+    if scan is None or len(scan.positions) < cut.count:
+        scan = scan_block(cut, cut.count)
+        scans[cut.seq] = scan
+    keep_count = cut.committed
+    cut.count = keep_count
+    cut.end = scan.positions[keep_count] if keep_count < len(scan.positions) else scan.end
+    cut.last = scan.positions[keep_count - 1] if keep_count > 0 else -1
+    _write_seal(cut)
+    cut.sealed = True
+    cut.close_record = False
+    touched.add(id(cut.storage))
+
+
+def _settle_blocks(
+    name: str, blocks: list[Block], scans: dict[int, ScanResult], touched: set[int]
+) -> None:
+    """Reconcile each block with its successor, seal what a crash left unsealed, and truncate
+    a torn tail."""
+    for index, block in enumerate(blocks):
+        scan = scans.get(block.seq)
+        if index + 1 < len(blocks):
+            expected = max(0, blocks[index + 1].first_offset - block.first_offset)
+            if block.count < expected:
+                log.warning(
+                    "topic %r: entries %d..%d in %s are damaged; reading them raises"
+                    " CorruptionError",
+                    name,
+                    block.first_offset + block.count,
+                    block.first_offset + expected - 1,
+                    block.path,
+                )
+                block.count = expected
+                block.end = block.limit
+                block.last = -1
+                block.sealed = True
+            elif block.count > expected:  # the successor says where this block ends
+                block.count = expected
+                block.last = -1
+                if scan is not None and expected < len(scan.positions):
+                    block.end = scan.positions[expected]
+                block.sealed = True
+            elif not block.sealed:  # the seal was lost: write it so the next open need not scan
+                block.committed = block.count
+                _write_seal(block)
+                block.sealed = True
+                touched.add(id(block.storage))
+            block.close_record = False
+            continue
+        if scan is None or block.sealed:
+            continue
         if scan.trailing_bytes:
             log.warning(
                 "topic %r: dropped a torn write of %d bytes after entry %d at the end of %s",
-                topic.name,
+                name,
                 scan.trailing_bytes,
-                last.first_offset + last.count - 1,
-                last.path,
+                block.first_offset + block.count - 1,
+                block.path,
             )
             # Stale bytes follow the end: never append after them.
-            _write_seal(last)
-            last.sealed = True
-            touched.add(id(last.storage))
+            _write_seal(block)
+            block.sealed = True
+            touched.add(id(block.storage))
         if scan.damaged:
             log.warning(
                 "topic %r: damaged entries in the tail block of %s; reading them raises"
                 " CorruptionError",
-                topic.name,
-                last.path,
+                name,
+                block.path,
             )
