@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-
 from walrus_core.hookspecs import hookimpl
 from walrus_core.plugins import BackendInfo
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
@@ -157,5 +156,3 @@ def walrus_close(handle: FdHandle) -> None:
     if handle.write_fd != handle.fd:
         os.close(handle.write_fd)
     os.close(handle.fd)
-
-
