@@ -22,7 +22,12 @@ only for such a block). Every block starts with a 512-byte header region::
 
 An entry is a 16-byte header followed by the payload, verbatim::
 
-    crc32c(header[4:16] + payload) u32 | length u32 | seq u32 | version u8 | flags u8 | 0 u16
+    crc u32 | length u32 | seq u32 | version u8 | flags u8 | 0 u16
+
+``crc`` is the crc32c of the payload with an initial value mixed from the other header
+fields (:func:`entry_seed`). A different initial value always yields a different crc for the
+same bytes, so damage to the header is caught like damage to the payload, at the cost of one
+checksum call per entry instead of two.
 
 ``seq`` is the low 32 bits of the entry's offset in its topic: it lets recovery resynchronise
 after a damaged header and refuse bytes that belong to another position. ``flags`` has
@@ -53,7 +58,6 @@ DATA_SUFFIX: Final = ".wal"
 # --- entries -------------------------------------------------------------------------------
 ENTRY_HEADER: Final = struct.Struct("<IIIBBH")
 ENTRY_HEADER_SIZE: Final = ENTRY_HEADER.size  # 16
-ENTRY_TAIL: Final = struct.Struct("<IIBBH")  # the header without its crc, what the crc covers
 ENTRY_VERSION: Final = 1
 FLAG_BATCH_OPEN: Final = 0x01
 SEQ_MASK: Final = 0xFFFFFFFF
@@ -106,17 +110,21 @@ def slots_for_entry(geometry: Geometry, payload_len: int) -> int:
     return max(1, -(-need // geometry.block_size))
 
 
+def entry_seed(length: int, seq: int, flags: int) -> int:
+    """The crc32c initial value of an entry: its header fields mixed into 32 bits."""
+    return (length * 0x9E3779B1 ^ seq * 0x85EBCA77 ^ (flags << 8 | ENTRY_VERSION)) & 0xFFFFFFFF
+
+
 def pack_entry_header(payload: bytes | memoryview, length: int, offset: int, flags: int) -> bytes:
     """The 16-byte header of an entry whose payload is ``payload`` (a buffer)."""
-    tail = ENTRY_TAIL.pack(length, offset & SEQ_MASK, ENTRY_VERSION, flags, 0)
-    return ENTRY_HEADER.pack(
-        crc32c(payload, crc32c(tail)), length, offset & SEQ_MASK, ENTRY_VERSION, flags, 0
-    )
+    seq = offset & SEQ_MASK
+    crc = crc32c(payload, entry_seed(length, seq, flags))
+    return ENTRY_HEADER.pack(crc, length, seq, ENTRY_VERSION, flags, 0)
 
 
-def entry_crc(header: memoryview | bytes, payload: memoryview | bytes) -> int:
-    """The crc an entry header should carry, computed from its bytes."""
-    return crc32c(payload, crc32c(header[4:ENTRY_HEADER_SIZE]))
+def entry_crc(length: int, seq: int, flags: int, payload: bytes | memoryview) -> int:
+    """The crc an entry with these header fields and payload must carry."""
+    return int(crc32c(payload, entry_seed(length, seq, flags)))
 
 
 @attrs.frozen

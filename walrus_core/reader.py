@@ -21,6 +21,7 @@ from walrus_core.format import (
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
     SEQ_MASK,
+    entry_crc,
 )
 from walrus_core.index import Block, Topic
 
@@ -31,6 +32,9 @@ READAHEAD = 256 * 1024
 #: Read at most this much in one go when a batch read wants a lot (bounds memory).
 MAX_READ = 64 * 1024 * 1024
 _unpack_header = ENTRY_HEADER.unpack_from
+# format.entry_seed, inlined on the hot path (kept equal by tests/test_format.py)
+_MIX_LEN = 0x9E3779B1
+_MIX_SEQ = 0x85EBCA77
 _RESYNC_WINDOW = 64
 
 
@@ -164,14 +168,11 @@ class EntryReader:
                 start = hit + 1
                 if at < 0 or at + ENTRY_HEADER_SIZE > len(data):
                     continue
-                crc, length, _seq, version, _flags, _ = _unpack_header(data, at)
+                crc, length, seq, version, flags, _ = _unpack_header(data, at)
                 end = at + ENTRY_HEADER_SIZE + length
                 if version != ENTRY_VERSION or end > len(data):
                     continue
-                if (
-                    crc32c(data[at + ENTRY_HEADER_SIZE : end], crc32c(data[at + 4 : at + 16]))
-                    == crc
-                ):
+                if entry_crc(length, seq, flags, data[at + ENTRY_HEADER_SIZE : end]) == crc:
                     return pos + at, want
         return None
 
@@ -226,7 +227,7 @@ class EntryReader:
                 buf_start, rel = pos, 0
                 if len(buf) < ENTRY_HEADER_SIZE:
                     raise self.damaged(topic, block, pos, offset, "entry beyond end of file")
-            crc, length, seq, version, _flags, _ = _unpack_header(buf, rel)
+            crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
             if seq != offset & SEQ_MASK or version != ENTRY_VERSION:
                 raise self.damaged(topic, block, pos, offset, "bad entry header")
             end = pos + ENTRY_HEADER_SIZE + length
@@ -239,9 +240,8 @@ class EntryReader:
             if hi > len(buf):
                 if length + ENTRY_HEADER_SIZE > READAHEAD:
                     data = self._read(topic, block, pos + ENTRY_HEADER_SIZE, length, offset)
-                    hbuf = buf[rel : rel + ENTRY_HEADER_SIZE]
                     buf, buf_start = b"", -1
-                    if len(data) != length or crc32c(data, crc32c(hbuf[4:])) != crc:
+                    if len(data) != length or entry_crc(length, seq, flags, data) != crc:
                         raise self.damaged(topic, block, pos, offset, "checksum mismatch")
                     append(Entry(data, offset))
                     total += length
@@ -254,7 +254,12 @@ class EntryReader:
                 buf_start, rel = pos, 0
                 lo, hi = ENTRY_HEADER_SIZE, ENTRY_HEADER_SIZE + length
             data = buf[lo:hi]
-            if crc32c(data, crc32c(buf[rel + 4 : lo])) != crc:
+            if (
+                crc32c(
+                    data, (length * _MIX_LEN ^ seq * _MIX_SEQ ^ (flags << 8 | version)) & SEQ_MASK
+                )
+                != crc
+            ):
                 raise self.damaged(topic, block, pos, offset, "checksum mismatch")
             append(Entry(data, offset))
             total += length

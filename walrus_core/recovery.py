@@ -14,7 +14,6 @@ import struct
 from collections import defaultdict
 
 import attrs
-from crc32c import crc32c
 
 from walrus_core.allocator import Allocator
 from walrus_core.config import MAX_ENTRY_BYTES
@@ -31,6 +30,7 @@ from walrus_core.format import (
     SEQ_MASK,
     BlockHeader,
     SealRecord,
+    entry_crc,
     parse_data_file_name,
 )
 from walrus_core.index import Block, Topic
@@ -106,7 +106,7 @@ def scan_block(block: Block, expected: int | None = None) -> ScanResult:
                 and pos + ENTRY_HEADER_SIZE + length <= limit
             ):
                 payload = data.get(pos + ENTRY_HEADER_SIZE, length)
-                valid = len(payload) == length and crc32c(payload, crc32c(header[4:])) == crc
+                valid = len(payload) == length and entry_crc(length, seq, flags, payload) == crc
         if not valid:
             found = _resync(data, pos, offset, limit)
             if found is None:
@@ -154,11 +154,11 @@ def _resync(data: _BlockBytes, pos: int, offset: int, limit: int) -> tuple[int, 
             at = hit - 8
             if at <= 0 or at + ENTRY_HEADER_SIZE > len(rest):
                 continue
-            crc, length, _seq, version, _flags, _ = _unpack_header(rest, at)
+            crc, length, seq, version, flags, _ = _unpack_header(rest, at)
             end = at + ENTRY_HEADER_SIZE + length
             if version != ENTRY_VERSION or end > len(rest):
                 continue
-            if crc32c(rest[at + ENTRY_HEADER_SIZE : end], crc32c(rest[at + 4 : at + 16])) == crc:
+            if entry_crc(length, seq, flags, rest[at + ENTRY_HEADER_SIZE : end]) == crc:
                 return pos + at, ahead
     return None
 
@@ -275,9 +275,7 @@ def _rebuild_topic(
             first_offset=item.header.first_offset,
             storage=item.storage,
         )
-        next_first = (
-            items[index + 1].header.first_offset if index + 1 < len(items) else None
-        )
+        next_first = items[index + 1].header.first_offset if index + 1 < len(items) else None
         seal = item.seal
         if (
             seal is not None
