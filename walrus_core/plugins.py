@@ -11,7 +11,10 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
+import os
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -39,6 +42,11 @@ class BackendInfo:
 
     ``probe`` returns None when the backend can run here, else the reason it cannot.
     ``layers_over`` names the backend this one is stacked on (None for a base backend).
+    ``platforms`` lists ``sys.platform`` prefixes where ``"auto"`` may pick it (``"*"``: any);
+    among those that can run, ``"auto"`` takes the highest ``auto_priority`` (0: never by
+    itself, only when asked for by name).
+    ``family`` groups backends for the seed's switches: :func:`disable_fd_backend` makes
+    ``"auto"`` skip the ``"fd"`` family (fd and layers over it) in favour of ``"mmap"``.
     """
 
     version: str
@@ -47,6 +55,8 @@ class BackendInfo:
     install: str = ""
     description: str = ""
     probe: Callable[[], str | None] = _always_available
+    auto_priority: int = 0
+    family: str = ""
 
 
 @attrs.frozen
@@ -192,27 +202,97 @@ class BackendRegistry:
         below = backend.info.layers_over
         return None if below is None else self._unusable_reason(below, (*seen, name))
 
-    def resolve_name(self, requested: str) -> str:
-        """The backend ``requested`` means: itself, or what ``"auto"`` picks here."""
-        if requested != AUTO:
-            return requested
-        return "fd" if _auto_preference.prefer_fd else "mmap"
+    def _candidates(self, platform: str) -> list[str]:
+        """Backends ``"auto"`` may pick on ``platform``, best first."""
+        prefer_fd = _auto_preference.prefer_fd
+        ranked: list[tuple[int, str]] = []
+        for name, backend in self._backends.items():
+            info = backend.info
+            if info.auto_priority <= 0:
+                continue
+            if not any(p == "*" or platform.startswith(p) for p in info.platforms):
+                continue
+            if not prefer_fd and self._family(name) == "fd":
+                continue
+            ranked.append((info.auto_priority, name))
+        ranked.sort(key=lambda item: (-item[0], item[1]))
+        names = [name for _, name in ranked]
+        if not prefer_fd and "mmap" not in names:
+            names.append("mmap")  # so the error names the package to install
+        return names
 
-    def chain(self, requested: str) -> BackendChain:
-        """Build the chain for ``requested`` (a backend name or ``"auto"``), or raise
-        :class:`BackendUnavailableError` naming what to install."""
+    def _family(self, name: str) -> str:
+        seen: set[str] = set()
+        current: str | None = name
+        while current is not None and current not in seen:
+            seen.add(current)
+            backend = self._backends.get(current)
+            if backend is None:
+                return current
+            if backend.info.family:
+                return backend.info.family
+            if backend.info.layers_over is None:
+                return current
+            current = backend.info.layers_over
+        return name
+
+    def select(self, requested: str, platform: str | None = None) -> str:
+        """The backend to use for ``requested``: a name, a comma-separated preference list
+        (``"uring,fd"``: the first that can run here), or ``"auto"`` (the best backend for
+        ``platform``, default ``$WALRUS_PLATFORM`` or ``sys.platform``).
+
+        Raises :class:`BackendUnavailableError` with every reason when none can run. When a
+        preferred backend is skipped, one INFO line says why.
+        """
+        if platform is None:
+            platform = os.environ.get("WALRUS_PLATFORM") or sys.platform
+        if requested == AUTO:
+            choices = self._candidates(platform)
+            if not choices:
+                hint = "walrus-mmap" if platform.startswith("win") else "walrus-fd"
+                raise BackendUnavailableError(
+                    f"no storage backend is installed for platform {platform!r};"
+                    f" install one with: pip install {hint}"
+                )
+        else:
+            choices = [part.strip() for part in requested.split(",") if part.strip()]
+            if not choices:
+                raise BackendUnavailableError(f"no backend named in {requested!r}")
+        reasons: list[str] = []
+        for name in choices:
+            reason = self._unusable_reason(name)
+            if reason is None:
+                if reasons:
+                    _log_fallback(name, tuple(reasons))
+                return name
+            reasons.append(reason)
+        raise BackendUnavailableError("; ".join(reasons))
+
+    def chain(self, requested: str, platform: str | None = None) -> BackendChain:
+        """Build the chain for ``requested`` (see :meth:`select`), or raise
+        :class:`BackendUnavailableError` naming what to install or why it cannot run."""
         if not isinstance(requested, str):
             raise TypeError(f"backend must be a str, not {type(requested).__name__}")
-        name = self.resolve_name(requested)
-        reason = self._unusable_reason(name)
-        if reason is not None:
-            raise BackendUnavailableError(reason)
+        name = self.select(requested, platform)
         names: list[str] = []
         current: str | None = name
         while current is not None:
             names.append(current)
             current = self._backends[current].info.layers_over
         return BackendChain([self._backends[n] for n in reversed(names)])
+
+
+_logged_fallbacks: set[tuple[str, tuple[str, ...]]] = set()
+_logged_lock = threading.Lock()
+
+
+def _log_fallback(chosen: str, reasons: tuple[str, ...]) -> None:
+    """One INFO line per process and distinct reason: why a preferred backend was skipped."""
+    with _logged_lock:
+        if (chosen, reasons) in _logged_fallbacks:
+            return
+        _logged_fallbacks.add((chosen, reasons))
+    log.info("using backend %r: %s", chosen, "; ".join(reasons))
 
 
 class BackendChain:
@@ -241,7 +321,8 @@ class BackendChain:
                 for op in _OPS:
                     fn = impls.get(op)
                     if fn is not None:
-                        bound[op] = functools.partial(fn, handle)
+                        # A bound method: the cheapest callable that carries the handle.
+                        bound[op] = types.MethodType(fn, handle)
                 missing = [op for op in _OPS if op not in bound]
                 if missing:
                     raise BackendUnavailableError(

@@ -61,6 +61,8 @@ def walrus_backend_info() -> BackendInfo:
         install="pip install walrus-fd",
         description="pread/pwritev on file descriptors; O_DSYNC under sync_each",
         probe=_probe,
+        auto_priority=10,
+        family="fd",
     )
 
 
