@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import threading
 
@@ -13,7 +14,9 @@ from walrus_core import FsyncSchedule, ReadConsistency, Walrus
 def main(argv: list[str] | None = None) -> int:
     """Produce orders in one thread, consume them in another, reopen, and print what happened."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--data-dir", help="where to keep the log (default: a temp directory)")
+    parser.add_argument(
+        "--data-dir", help="where to keep the log (default: a temp directory, removed at the end)"
+    )
     parser.add_argument("--count", type=int, default=1000, help="entries to produce")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="walrus-demo-")
@@ -52,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         audit = wal.batch_read_for_topic("orders", 1 << 20, consumer="audit")
         print(f"named consumer 'audit' has its own cursor, from the start: {len(audit)} entries")
         print(f"topics: {wal.topics()}, unconsumed per topic: {wal.topic_entry_counts()}")
-    files = sorted(os.listdir(os.path.join(data_dir)))
+    files = sorted(os.listdir(data_dir))
     print(f"files in {data_dir}: {files}")
+    if args.data_dir is None:
+        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 
