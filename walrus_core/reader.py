@@ -143,7 +143,10 @@ class EntryReader:
                 continue
             found = self._resync(topic, block, pos, offset, target, limit)
             if found is None:
-                raise self.damaged(topic, block, pos, offset, "cannot find the entry's start")
+                # Name the entry asked for, so seek(target + 1) moves past the damage.
+                raise self.damaged(
+                    topic, block, pos, target, f"entries from {offset} on cannot be found"
+                )
             pos, offset = found
             buf = b""
         return pos
@@ -205,6 +208,7 @@ class EntryReader:
         """
         topic = cursor.topic
         out: list[Entry] = []
+        error: CorruptionError | None = None
         total = 0
         append = out.append
         buf = cursor.buf
@@ -215,7 +219,8 @@ class EntryReader:
             if offset >= block.first_offset + block.count:
                 nxt = block.next
                 if nxt is None:
-                    raise self._missing(topic, offset)
+                    error = self._missing(topic, offset)
+                    break
                 block, pos = nxt, BLOCK_HEADER_SIZE
                 buf, buf_start = b"", -1
                 continue
@@ -226,13 +231,16 @@ class EntryReader:
                 buf = self._read(topic, block, pos, min(want, MAX_READ, published - pos), offset)
                 buf_start, rel = pos, 0
                 if len(buf) < ENTRY_HEADER_SIZE:
-                    raise self.damaged(topic, block, pos, offset, "entry beyond end of file")
+                    error = self.damaged(topic, block, pos, offset, "entry beyond end of file")
+                    break
             crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
             if seq != offset & SEQ_MASK or version != ENTRY_VERSION:
-                raise self.damaged(topic, block, pos, offset, "bad entry header")
+                error = self.damaged(topic, block, pos, offset, "bad entry header")
+                break
             end = pos + ENTRY_HEADER_SIZE + length
             if end > block.end:
-                raise self.damaged(topic, block, pos, offset, "entry length past the block end")
+                error = self.damaged(topic, block, pos, offset, "entry length past the block end")
+                break
             if out and total + length > max_bytes:
                 break
             lo = rel + ENTRY_HEADER_SIZE
@@ -242,7 +250,8 @@ class EntryReader:
                     data = self._read(topic, block, pos + ENTRY_HEADER_SIZE, length, offset)
                     buf, buf_start = b"", -1
                     if len(data) != length or entry_crc(length, seq, flags, data) != crc:
-                        raise self.damaged(topic, block, pos, offset, "checksum mismatch")
+                        error = self.damaged(topic, block, pos, offset, "checksum mismatch")
+                        break
                     append(Entry(data, offset))
                     total += length
                     offset += 1
@@ -260,7 +269,8 @@ class EntryReader:
                 )
                 != crc
             ):
-                raise self.damaged(topic, block, pos, offset, "checksum mismatch")
+                error = self.damaged(topic, block, pos, offset, "checksum mismatch")
+                break
             append(Entry(data, offset))
             total += length
             offset += 1
@@ -268,6 +278,9 @@ class EntryReader:
         cursor.buf = buf
         cursor.buf_block = block if buf_start >= 0 else None
         cursor.buf_start = buf_start
+        if error is not None and not out:
+            raise error
+        # Entries before a damaged one are returned; the next read raises at the damage.
         return out, block, pos
 
 

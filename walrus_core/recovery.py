@@ -221,6 +221,17 @@ def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
         if size < block_size:
             log.warning("ignoring %s: %d bytes is smaller than one block", path, size)
             continue
+        if size < geometry.file_size or size % block_size:
+            # Cut short (a damaged or copied file): what is missing reads as zeros, so the
+            # blocks it held end early and are truncated or reported as damaged below.
+            full = max(geometry.file_size, -(-size // block_size) * block_size)
+            log.warning(
+                "%s is %d bytes, shorter than its %d-byte layout; the missing bytes are lost",
+                path,
+                size,
+                full,
+            )
+            size = full
         storage = allocator.open_existing(file_no, size)
         slots = size // block_size
         slot = used_end = 0
