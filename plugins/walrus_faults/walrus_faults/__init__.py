@@ -1,0 +1,245 @@
+"""A fault-injecting storage layer for Walrus: EIO/ENOSPC on the Nth operation, short and torn
+writes, and simulated power loss.
+
+It is an ordinary backend plugin that layers over another backend (fd by default), which is
+also the worked example of a third-party layer. Each :class:`FaultLayer` instance carries its
+own :class:`FaultPlan`, so tests build one per WAL instead of flipping global switches::
+
+    plan = FaultPlan()
+    layer = FaultLayer(plan, over="fd")
+    registry = BackendRegistry.from_entry_points().with_plugins({"faults": layer})
+    wal = Walrus(path, backend="faults", registry=registry)
+    plan.fail("write", nth=3, errno=errno.ENOSPC)     # the 3rd write from now fails
+    ...
+    plan.power_loss(seed=7)                          # drop what was not flushed; then reopen
+
+Power loss: the layer remembers, per file, the old contents of every range written since the
+file's last completed flush (writes through an ``O_DSYNC`` storage count as flushed at once).
+``power_loss()`` puts those old bytes back (all of them, or a random subset of 512-byte
+sectors with ``partial=True``) and makes every later operation of the dead instance fail.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import random
+import threading
+from collections.abc import Sequence
+
+import attrs
+
+from walrus_core.hookspecs import hookimpl
+from walrus_core.plugins import BackendInfo
+from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
+
+__version__ = "0.1.0"
+SECTOR = 512
+OPS = ("write", "read", "flush", "batch_submit")
+
+
+@attrs.define
+class _Rule:
+    op: str
+    countdown: int
+    errno: int
+    kind: str | None
+    torn: bool  # write part of the bytes before failing
+    repeat: bool
+
+
+class FaultPlan:
+    """What to break, and the bookkeeping for power loss. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[_Rule] = []
+        self.counts: dict[str, int] = dict.fromkeys(OPS, 0)
+        self.injected: list[tuple[str, int, str]] = []
+        self.dead = False
+        self._undo: dict[str, list[tuple[int, bytes]]] = {}
+        self.power_losses = 0
+
+    # -- configuring ------------------------------------------------------------------------
+    def fail(
+        self,
+        op: str,
+        *,
+        nth: int = 1,
+        errno: int = errno_codes.EIO,
+        kind: str | None = None,
+        torn: bool = False,
+        repeat: bool = False,
+    ) -> None:
+        """Make the ``nth`` next ``op`` (write, read, flush, batch_submit) on files of ``kind``
+        (``"data"``, ``"cursors"`` or any) raise ``OSError(errno)``; with ``torn`` a write
+        first lands part of its bytes; with ``repeat`` every later one fails too."""
+        if op not in OPS:
+            raise ValueError(f"op must be one of {OPS}")
+        with self._lock:
+            self._rules.append(_Rule(op, nth, errno, kind, torn, repeat))
+
+    def heal(self) -> None:
+        """Remove every pending fault (space came back)."""
+        with self._lock:
+            self._rules.clear()
+
+    def _check(self, op: str, kind: str) -> _Rule | None:
+        with self._lock:
+            if self.dead:
+                raise OSError(errno_codes.EIO, "the simulated machine lost power")
+            self.counts[op] += 1
+            for rule in self._rules:
+                if rule.op != op or (rule.kind is not None and rule.kind != kind):
+                    continue
+                rule.countdown -= 1
+                if rule.countdown <= 0:
+                    if not rule.repeat:
+                        self._rules.remove(rule)
+                    self.injected.append((op, rule.errno, kind))
+                    return rule
+            return None
+
+    # -- power loss -------------------------------------------------------------------------
+    def _remember(self, path: str, offset: int, old: bytes) -> None:
+        with self._lock:
+            self._undo.setdefault(path, []).append((offset, old))
+
+    def _flushed(self, path: str) -> None:
+        with self._lock:
+            self._undo.pop(path, None)
+
+    def power_loss(self, seed: int | None = None, *, partial: bool = False) -> int:
+        """Undo every write not covered by a completed flush; returns the bytes reverted.
+
+        With ``partial`` each 512-byte sector of those writes is kept or reverted at random
+        (a disk that persisted some sectors of an unflushed write). The layer is dead after
+        this: every later operation raises EIO, so the instance must be closed and reopened.
+        """
+        rng = random.Random(seed)
+        reverted = 0
+        with self._lock:
+            self.dead = True
+            self.power_losses += 1
+            undo, self._undo = self._undo, {}
+        for path, writes in undo.items():
+            fd = os.open(path, os.O_RDWR)
+            try:
+                for offset, old in reversed(writes):
+                    if not partial:
+                        os.pwrite(fd, old, offset)
+                        reverted += len(old)
+                        continue
+                    for start in range(0, len(old), SECTOR):
+                        if rng.random() < 0.5:
+                            chunk = old[start : start + SECTOR]
+                            os.pwrite(fd, chunk, offset + start)
+                            reverted += len(chunk)
+            finally:
+                os.close(fd)
+        return reverted
+
+
+class _Handle:
+    __slots__ = ("durable", "kind", "lower", "path", "plan")
+
+    def __init__(self, plan: FaultPlan, lower: Storage, spec: OpenSpec) -> None:
+        self.plan = plan
+        self.lower = lower
+        self.path = spec.path
+        self.kind = spec.kind
+        self.durable = spec.sync_each
+
+
+def _flat(buffers: Buffers) -> bytes:
+    return b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+
+
+class FaultLayer:
+    """The plugin object: register one instance per WAL under a backend name of your choice."""
+
+    def __init__(self, plan: FaultPlan | None = None, *, over: str = "fd") -> None:
+        self.plan = plan if plan is not None else FaultPlan()
+        self.over = over
+
+    @hookimpl
+    def walrus_backend_info(self) -> BackendInfo:
+        """A layer over ``self.over``; never picked by ``"auto"``."""
+        return BackendInfo(
+            version=__version__,
+            layers_over=self.over,
+            install="pip install walrus-faults",
+            description="injects I/O faults and simulates power loss (testing)",
+        )
+
+    @hookimpl
+    def walrus_open(self, spec: OpenSpec, lower: Storage | None) -> _Handle:
+        """Wrap the lower storage."""
+        if lower is None:
+            raise OSError(errno_codes.EINVAL, "the faults layer needs a backend below it")
+        if self.plan.dead:
+            lower.close()
+            raise OSError(errno_codes.EIO, "the simulated machine lost power")
+        return _Handle(self.plan, lower, spec)
+
+    def _save(self, handle: _Handle, offset: int, nbytes: int) -> None:
+        if not handle.durable and nbytes:
+            handle.plan._remember(handle.path, offset, handle.lower.read(offset, nbytes))
+
+    @hookimpl
+    def walrus_write(self, handle: _Handle, offset: int, buffers: Buffers, nbytes: int) -> None:
+        """Maybe fail (torn: part of the bytes land first), else record and delegate."""
+        rule = handle.plan._check("write", handle.kind)
+        self._save(handle, offset, nbytes)
+        if rule is not None:
+            if rule.torn and nbytes > 1:
+                data = _flat(buffers)[: max(1, nbytes // 2)]
+                handle.lower.write(offset, (data,), len(data))
+            raise OSError(rule.errno, os.strerror(rule.errno) + " (injected)")
+        handle.lower.write(offset, buffers, nbytes)
+
+    @hookimpl
+    def walrus_read(self, handle: _Handle, offset: int, size: int) -> bytes:
+        """Maybe fail, else delegate."""
+        rule = handle.plan._check("read", handle.kind)
+        if rule is not None:
+            raise OSError(rule.errno, os.strerror(rule.errno) + " (injected)")
+        return handle.lower.read(offset, size)
+
+    @hookimpl
+    def walrus_flush(self, handle: _Handle) -> None:
+        """Maybe fail (nothing becomes durable), else delegate and forget the undo log."""
+        rule = handle.plan._check("flush", handle.kind)
+        if rule is not None:
+            raise OSError(rule.errno, os.strerror(rule.errno) + " (injected)")
+        handle.lower.flush()
+        handle.plan._flushed(handle.path)
+
+    @hookimpl
+    def walrus_batch_submit(self, handle: _Handle, ops: Sequence[WriteOp], sync: bool) -> None:
+        """Maybe fail part-way (earlier runs landed, torn: half of the failing one), else
+        delegate; a synced batch is durable, so its file's undo log is dropped."""
+        rule = handle.plan._check("batch_submit", handle.kind)
+        for op in ops:
+            self._save(handle, op.offset, op.nbytes)
+        if rule is not None:
+            landed = ops[: len(ops) // 2]
+            if landed:
+                handle.lower.batch_submit(landed, False)
+            if rule.torn:
+                failing = ops[len(landed)]
+                data = _flat(failing.buffers)[: max(1, failing.nbytes // 2)]
+                handle.lower.write(failing.offset, (data,), len(data))
+            raise OSError(rule.errno, os.strerror(rule.errno) + " (injected)")
+        handle.lower.batch_submit(ops, sync)
+        if sync:
+            handle.plan._flushed(handle.path)
+
+    @hookimpl
+    def walrus_close(self, handle: _Handle) -> None:
+        """Close the lower storage (even after a power loss, to release descriptors)."""
+        handle.lower.close()
+
+
+#: The instance the entry point registers (no faults planned until a test adds some).
+default_layer = FaultLayer()
