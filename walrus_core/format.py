@@ -81,7 +81,7 @@ CURSOR_NAMES: Final = struct.Struct("<4sIHH")
 CURSOR_MAGIC: Final = b"CSR1"
 CURSOR_COPY: Final = struct.Struct("<IIQQQQ")  # crc, pad, seq, offset, block_seq, pos
 CURSOR_COPY_AT: Final = (896, 960)
-CURSOR_INITIAL_SLOTS: Final = 1024
+CURSOR_INITIAL_SLOTS: Final = 64
 
 
 def entry_size(payload_len: int) -> int:
