@@ -410,23 +410,13 @@ class Walrus:
             offset = cursor.offset
             if offset >= t.end:
                 return None
-            block, pos = self._position(cursor)
-            entries, block, pos = self._reader.read_batch(
-                cursor,
-                offset,
-                block,
-                pos,
-                offset + 1,
-                1,
-                0,
-                True,
-            )
+            entry, block, pos = self._reader.read_one(cursor, offset)
             if checkpoint:
                 self._keeper.after_consume(cursor, offset + 1, block, pos, 1)
                 cursor.offset = offset + 1
                 cursor.block = block
                 cursor.pos = pos
-            return entries[0]
+            return entry
 
     def batch_read_for_topic(
         self,

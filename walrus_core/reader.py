@@ -189,6 +189,33 @@ class EntryReader:
             ) from exc
 
     # -- reading ----------------------------------------------------------------------------
+    def read_one(self, cursor: Cursor, offset: int) -> tuple[Entry, Block, int]:
+        """The entry at ``offset`` (< topic.end) and the position after it.
+
+        The common case, an entry already in the cursor's read-ahead buffer, costs no system
+        call and no list; everything else goes through :meth:`read_batch`.
+        """
+        block = cursor.block
+        if block is not None and block is cursor.buf_block:
+            buf = cursor.buf
+            pos = cursor.pos
+            rel = pos - cursor.buf_start
+            if rel >= 0 and rel + ENTRY_HEADER_SIZE <= len(buf) and offset < block.end_offset:
+                crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
+                hi = rel + ENTRY_HEADER_SIZE + length
+                if hi <= len(buf) and seq == offset & SEQ_MASK and version == ENTRY_VERSION:
+                    data = buf[rel + ENTRY_HEADER_SIZE : hi]
+                    seed = (length * _MIX_LEN ^ seq * _MIX_SEQ ^ (flags << 8 | version)) & SEQ_MASK
+                    if crc32c(data, seed) == crc:
+                        return Entry(data, offset), block, pos + ENTRY_HEADER_SIZE + length
+        if block is None:
+            block, pos = self.locate(cursor.topic, offset)
+            cursor.block, cursor.pos = block, pos
+        entries, block, pos = self.read_batch(
+            cursor, offset, block, cursor.pos, offset + 1, 1, 0, True
+        )
+        return entries[0], block, pos
+
     def read_batch(
         self,
         cursor: Cursor,
