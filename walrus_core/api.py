@@ -362,15 +362,13 @@ class Walrus:
             raise BatchTooLargeError(
                 f"batch exceeds the limit of {limits.max_batch_entries} entries"
             )
-        payloads = [_as_payload(item) for item in items]
-        total = 0
+        payloads = [
+            (item, len(item)) if type(item) is bytes else _as_payload(item) for item in items
+        ]
+        total = sum([length for _payload, length in payloads])
         max_entry = limits.max_entry_bytes
-        for _payload, length in payloads:
-            if length > max_entry:
-                raise EntryTooLargeError(
-                    f"an entry of {length} bytes exceeds the limit of {max_entry}"
-                )
-            total += length
+        if payloads and max(length for _payload, length in payloads) > max_entry:
+            raise EntryTooLargeError(f"an entry of the batch exceeds the limit of {max_entry}")
         if total > limits.max_batch_bytes:
             raise BatchTooLargeError(
                 f"batch of {total} bytes exceeds the limit of {limits.max_batch_bytes} bytes"

@@ -154,44 +154,59 @@ class Writer:
             block = head if head is not None and not head.sealed else None
             if block is not None and block.close_record:
                 self._clear_close_record(block)
-            # Plan: one run (contiguous bytes) per block touched.
-            runs: list[list[Any]] = []  # [block, start_pos, buffers, nbytes, entries, last_pos]
-            run: list[Any] | None = None
+            # Plan: one run (contiguous bytes) per block touched. Every entry is packed with
+            # BATCH_OPEN; the last one is re-packed without it below.
+            runs: list[tuple[Block, int, list[Any], int, int, int]] = []
             pos = block.end if block is not None else 0
-            offset = first
-            last_index = count - 1
-            for index, (payload, length) in enumerate(payloads):
+            limit = block.limit if block is not None else -1
+            run_start = last_pos = pos
+            run_first = offset = first
+            bufs: list[Any] = []
+            add = bufs.append
+            open_seed = FLAG_BATCH_OPEN << 8 | ENTRY_VERSION
+            for payload, length in payloads:
                 size = ENTRY_HEADER_SIZE + length
-                if block is None or pos + size > block.limit:
+                if pos + size > limit:
+                    if block is not None and bufs:
+                        runs.append(
+                            (block, run_start, bufs, pos - run_start, offset - run_first, last_pos)
+                        )
                     block = self._fresh_block(topic, offset, length)
                     topic.add_block(block)
-                    pos = block.end
-                    run = None
-                if run is None:
-                    run = [block, pos, [], 0, 0, pos]
-                    runs.append(run)
-                flags = FLAG_BATCH_OPEN if index != last_index else 0
+                    pos = run_start = block.end
+                    limit = block.limit
+                    run_first = offset
+                    bufs = []
+                    add = bufs.append
                 seq = offset & SEQ_MASK
-                header = _pack_header(
-                    crc32c(
-                        payload,
-                        (length * _MIX_LEN ^ seq * _MIX_SEQ ^ (flags << 8 | ENTRY_VERSION))
-                        & SEQ_MASK,
-                    ),
-                    length,
-                    seq,
-                    ENTRY_VERSION,
-                    flags,
-                    0,
+                add(
+                    _pack_header(
+                        crc32c(
+                            payload, (length * _MIX_LEN ^ seq * _MIX_SEQ ^ open_seed) & SEQ_MASK
+                        ),
+                        length,
+                        seq,
+                        ENTRY_VERSION,
+                        FLAG_BATCH_OPEN,
+                        0,
+                    )
                 )
-                bufs = run[2]
-                bufs.append(header)
-                bufs.append(payload)
-                run[3] += size
-                run[4] += 1
-                run[5] = pos
+                add(payload)
+                last_pos = pos
                 pos += size
                 offset += 1
+            assert block is not None
+            payload, length = payloads[-1]
+            seq = (offset - 1) & SEQ_MASK
+            bufs[-2] = _pack_header(
+                crc32c(payload, (length * _MIX_LEN ^ seq * _MIX_SEQ ^ ENTRY_VERSION) & SEQ_MASK),
+                length,
+                seq,
+                ENTRY_VERSION,
+                0,
+                0,
+            )
+            runs.append((block, run_start, bufs, pos - run_start, offset - run_first, last_pos))
             # Seal every block the batch filled except the last one it wrote to. The record is
             # computed as it will be after publication; recovery only trusts it when the
             # batch's last entry is also on disk (or rolls back via the BATCH_OPEN flags).
