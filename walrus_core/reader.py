@@ -260,6 +260,38 @@ class EntryReader:
                 if len(buf) < ENTRY_HEADER_SIZE:
                     error = self.damaged(topic, block, pos, offset, "entry beyond end of file")
                     break
+            # Fast path: every entry lying wholly in the buffer. Anything unusual (an entry
+            # crossing the buffer's end, a bad header or checksum) drops to the careful
+            # one-entry code below, which refills or reports.
+            blen = len(buf)
+            lim = min(stop, block.first_offset + block.count, offset + max_entries - len(out))
+            full = False
+            while offset < lim and rel + ENTRY_HEADER_SIZE <= blen:
+                crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
+                hi = rel + ENTRY_HEADER_SIZE + length
+                if hi > blen or seq != offset & SEQ_MASK or version != ENTRY_VERSION:
+                    break
+                if total + length > max_bytes and out:
+                    full = True
+                    break
+                data = buf[rel + ENTRY_HEADER_SIZE : hi]
+                if (
+                    crc32c(
+                        data,
+                        (length * _MIX_LEN ^ seq * _MIX_SEQ ^ (flags << 8 | version)) & SEQ_MASK,
+                    )
+                    != crc
+                ):
+                    break
+                append(Entry(data, offset))
+                total += length
+                offset += 1
+                rel = hi
+            pos = buf_start + rel
+            if full:
+                break
+            if offset >= lim or rel + ENTRY_HEADER_SIZE > blen:
+                continue
             crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
             if seq != offset & SEQ_MASK or version != ENTRY_VERSION:
                 error = self.damaged(topic, block, pos, offset, "bad entry header")
