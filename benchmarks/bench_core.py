@@ -441,7 +441,7 @@ class Bench:
 
     def plugin_check(self, n: int, rounds: int) -> PluginCheck | None:
         registry = BackendRegistry.from_entry_points()
-        name = registry.resolve_name(self.backend)
+        name = registry.select(self.backend)
         module = None
         for ep in importlib.metadata.entry_points(group="walrus.backends"):
             if ep.name == name:
