@@ -31,6 +31,7 @@ from walrus_core.format import (
     ENTRY_HEADER_SIZE,
     SEAL_AT,
     SEAL_CLOSED,
+    SEAL_SEALED,
     SEQ_MASK,
     read_meta,
     write_meta,
@@ -571,9 +572,12 @@ class Walrus:
         for t in list(self._topics.values()):
             with t.lock:  # waits for an in-flight append or batch
                 head = t.head
-                if head is not None and not head.sealed and not t.retire_head:
-                    try:  # lets the next open trust the tail without scanning it
-                        record = seal_record(head, SEAL_CLOSED)
+                if head is not None and not head.sealed:
+                    # Lets the next open trust the tail without scanning it. After a failed
+                    # batch stale bytes follow the head's end: seal it for good instead.
+                    kind = SEAL_SEALED if t.retire_head else SEAL_CLOSED
+                    try:
+                        record = seal_record(head, kind)
                         head.storage.write(head.base + SEAL_AT, (record,), len(record))
                         head.storage.dirty = True
                     except OSError as exc:
