@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Run every check of the project through tox: the pytest suite (py311), ruff (lint) and
+# Run every check of the project through tox: the pytest suite against each backend, the
+# backend selection checks, ruff (lint) and
 # mypy --strict (type). Needs only Python >= 3.11 with pip; tox is installed into .venv-tools
 # on first use. Arguments go to tox unchanged:
 #
 #   bash scripts/test.sh                      # all envs
-#   bash scripts/test.sh -e py311 -- -k batch # one env, args after -- go to pytest
+#   bash scripts/test.sh -e py311-fd -- -k batch # one env, args after -- go to pytest
 #   bash scripts/test.sh -r                   # recreate the envs (after a pyproject.toml change)
 #
 # Works from any directory and is safe to run again and again.
