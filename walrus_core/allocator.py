@@ -73,12 +73,14 @@ class Allocator:
         storage = self._open_storage(
             OpenSpec(path=path, size=size, create=True, sync_each=self.sync_each)
         )
-        if self.sync_metadata:
-            storage.flush()
-            fsync_dir(self.root)
+        # Registered before syncing: if the sync fails the file still exists, and the next
+        # allocation must neither reuse its number nor lose track of it.
         self.files[file_no] = storage
         self.file_slots[file_no] = slots
         self.max_file_no = file_no
+        if self.sync_metadata:
+            storage.flush()
+            fsync_dir(self.root)
         return file_no
 
     def allocate(self, topic: str, first_offset: int, slots: int) -> Block:

@@ -27,6 +27,7 @@ from walrus_core.errors import (
 )
 from walrus_core.format import (
     BLOCK_HEADER_SIZE,
+    CURSORS_NAME,
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
     SEAL_AT,
@@ -97,6 +98,10 @@ class Walrus:
     ) -> None:
         self._closed = True  # until fully open: close() and __del__ stay harmless
         self._bg_error: OSError | None = None
+        # Calls that do I/O without holding a topic or cursor lock register here, so that
+        # close() waits for them before closing files under them.
+        self._in_flight = 0
+        self._in_flight_done = threading.Condition()
         consistency = ReadConsistency.strictly_at_once() if consistency is None else consistency
         fsync = FsyncSchedule.milliseconds(200) if fsync is None else fsync
         limits = Limits() if limits is None else limits
@@ -173,6 +178,13 @@ class Walrus:
         )
         try:
             self._topics: dict[str, Topic] = recover(self.root, self._allocator)
+            cursors_path = os.path.join(self.root, CURSORS_NAME)
+            if self._topics and not os.path.exists(cursors_path):
+                log.warning(
+                    "%s is missing: every consumer of %s replays from the start",
+                    cursors_path,
+                    self.root,
+                )
             self._cursor_store = CursorStore(self.root, self._chain.open, sync_each=sync_each)
             self._stored: dict[tuple[str, str], StoredCursor] = self._cursor_store.load()
         except OSError as exc:
@@ -212,6 +224,18 @@ class Walrus:
         self._bg_error = exc
 
     # -- state checks -----------------------------------------------------------------------
+    def _enter(self) -> None:
+        with self._in_flight_done:
+            if self._closed:
+                raise WalrusClosedError("this Walrus instance is closed")
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._in_flight_done:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._in_flight_done.notify_all()
+
     def _check_slow(self) -> None:
         if self._closed:
             raise WalrusClosedError("this Walrus instance is closed")
@@ -451,11 +475,15 @@ class Walrus:
             if t is None or start_offset == end:
                 return []
             offset = max(start_offset, t.start)
-            block, pos = self._reader.locate(t, offset)
-            scratch = Cursor(t, None, b"")
-            entries, _block, _pos = self._reader.read_batch(
-                scratch, offset, block, pos, end, max_entries, max_bytes
-            )
+            self._enter()
+            try:
+                block, pos = self._reader.locate(t, offset)
+                scratch = Cursor(t, None, b"")
+                entries, _block, _pos = self._reader.read_batch(
+                    scratch, offset, block, pos, end, max_entries, max_bytes
+                )
+            finally:
+                self._leave()
             return entries
         if t is None:
             return []
@@ -545,15 +573,16 @@ class Walrus:
         """Make everything appended and checkpointed so far durable now."""
         if self._closed:
             raise WalrusClosedError("this Walrus instance is closed")
-        pending, self._bg_error = self._bg_error, None
-        self._persist_pending_cursors()
-        storages = self._all_storages()
-        for storage in storages:
-            storage.dirty = True
+        self._enter()
         try:
-            flush_dirty(storages)
-        except OSError as exc:
-            raise StorageError(f"flush failed: {exc}") from exc
+            pending, self._bg_error = self._bg_error, None
+            self._persist_pending_cursors()
+            try:
+                flush_dirty(self._all_storages(), force=True)
+            except OSError as exc:
+                raise StorageError(f"flush failed: {exc}") from exc
+        finally:
+            self._leave()
         if pending is not None:
             raise StorageError(f"a background fsync failed: {pending}") from pending
 
@@ -562,10 +591,11 @@ class Walrus:
 
         Idempotent; every later call raises :class:`WalrusClosedError`.
         """
-        with getattr(self, "_registry_lock", threading.Lock()):
+        with self._in_flight_done:
             if self._closed:
                 return
             self._closed = True
+            self._in_flight_done.wait_for(lambda: not self._in_flight)
         if self._flusher is not None:
             self._flusher.stop()
         errors: list[BaseException] = []

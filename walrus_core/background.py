@@ -11,12 +11,17 @@ from walrus_core.storage import Storage
 log = logging.getLogger("walrus_core")
 
 
-def flush_dirty(storages: Iterable[Storage]) -> None:
-    """Flush every storage written since its last flush; raise the first OSError after trying
-    all of them (a failed storage stays dirty so the next round retries it)."""
+def flush_dirty(storages: Iterable[Storage], *, force: bool = False) -> None:
+    """Flush every storage written since its last flush (every storage with ``force``); raise
+    the first OSError after trying all of them (a failed storage stays dirty so the next round
+    retries it).
+
+    ``force`` is what ``Walrus.flush()`` needs: a storage whose flag the background flusher has
+    just cleared may still be in the middle of its fsync, so skipping it would return early.
+    """
     first: OSError | None = None
     for storage in storages:
-        if not storage.dirty:
+        if not storage.dirty and not force:
             continue
         storage.dirty = False  # cleared first: a write racing with the flush re-marks it
         try:

@@ -57,10 +57,19 @@ class CursorStore:
         self._slots: dict[tuple[str, str], int] = {}
         self._retired: list[Storage] = []
         self._capacity = CURSOR_INITIAL_SLOTS
-        exists = os.path.exists(self.path)
-        if exists:
+        self.damaged_file = False
+        if os.path.exists(self.path):
             size = os.path.getsize(self.path)
-            self._capacity = max(self._capacity, size // CURSOR_SLOT_SIZE)
+            if size < CURSOR_INITIAL_SLOTS * CURSOR_SLOT_SIZE or size % CURSOR_SLOT_SIZE:
+                # We only ever create and grow it in whole slots, from 64 of them.
+                log.warning(
+                    "%s is %d bytes, cut short: consumers whose cursors were in the missing"
+                    " part replay from the start",
+                    self.path,
+                    size,
+                )
+                self.damaged_file = True
+            self._capacity = max(self._capacity, -(-size // CURSOR_SLOT_SIZE))
         self.storage = self._open(self._capacity)
 
     def _open(self, slots: int) -> Storage:
@@ -105,6 +114,18 @@ class CursorStore:
                     )
                 continue
             seq, offset, block_seq, pos = max(valid)
+            if len(valid) < len(copies) and any(
+                any(view[at : at + CURSOR_COPY.size]) and copy is None
+                for at, copy in zip(CURSOR_COPY_AT, copies, strict=True)
+            ):
+                log.warning(
+                    "a copy of the cursor of topic %r consumer %r in %s is damaged; using the"
+                    " other one (offset %d): entries after it may be delivered again",
+                    names[0],
+                    names[1] or None,
+                    self.path,
+                    offset,
+                )
             found[names] = StoredCursor(slot, seq, offset, block_seq, pos)
         return found
 

@@ -178,7 +178,8 @@ class SealRecord:
     """What recovery needs to trust a block without scanning it.
 
     ``count`` entries end at in-block byte ``end``; ``committed`` is how many of them are outside
-    an unfinished batch; ``last`` is where the last entry starts (for a cheap verification).
+    an unfinished batch; ``last`` is where the last entry starts (for a cheap verification), or
+    0 when recovery sealed a block whose last entry is damaged.
     """
 
     kind: int

@@ -117,13 +117,18 @@ class EntryReader:
         )
 
     def _scan_to(self, topic: Topic, block: Block, target: int) -> int:
-        """Walk entry headers from the block start to ``target``; resync past damage."""
-        pos = BLOCK_HEADER_SIZE
+        """Walk entry headers from the block start to ``target``; resync past damage.
+
+        A header whose sequence number does not match means the walk went astray: either this
+        header is damaged or the previous entry's length was. So the search for the next valid
+        entry starts right after the previous header, not where the bad length led.
+        """
+        pos = prev = BLOCK_HEADER_SIZE
         offset = block.first_offset
         limit = block.end if block.end > BLOCK_HEADER_SIZE else block.limit
         buf = b""
         buf_start = pos
-        while offset < target:
+        while True:
             rel = pos - buf_start
             if rel < 0 or rel + ENTRY_HEADER_SIZE > len(buf):
                 buf_start = pos
@@ -138,37 +143,40 @@ class EntryReader:
                     and pos + ENTRY_HEADER_SIZE + length <= limit
                 )
             if ok:
+                if offset == target:  # the target's own header checks out too
+                    return pos
+                prev = pos
                 pos += ENTRY_HEADER_SIZE + length
                 offset += 1
                 continue
-            found = self._resync(topic, block, pos, offset, target, limit)
+            start = prev + 1 if prev < pos else pos
+            found = self._resync(
+                topic, block, start, offset if prev < pos else offset + 1, target, limit
+            )
             if found is None:
                 # Name the entry asked for, so seek(target + 1) moves past the damage.
                 raise self.damaged(
                     topic, block, pos, target, f"entries from {offset} on cannot be found"
                 )
             pos, offset = found
+            prev = pos
             buf = b""
-        return pos
 
     def _resync(
-        self, topic: Topic, block: Block, pos: int, offset: int, target: int, limit: int
+        self, topic: Topic, block: Block, start: int, first: int, target: int, limit: int
     ) -> tuple[int, int] | None:
-        """After a damaged header at ``pos`` (entry ``offset``), find the next valid entry whose
-        offset is at most ``target``: search for its sequence number, then check its crc."""
-        data = self._read(topic, block, pos, limit - pos, offset)
-        for ahead in range(1, _RESYNC_WINDOW + 1):
-            want = offset + ahead
-            if want > target:
-                break
+        """Find the first valid entry (crc checked) at or after byte ``start`` whose offset is
+        ``first`` or a little later, but at most ``target``: search for its sequence number."""
+        data = self._read(topic, block, start, limit - start, first)
+        for want in range(first, min(first + _RESYNC_WINDOW, target + 1)):
             needle = struct.pack("<I", want & SEQ_MASK)
-            start = 0
+            search = 0
             while True:
-                hit = data.find(needle, start)
+                hit = data.find(needle, search)
                 if hit < 0:
                     break
                 at = hit - 8  # seq sits at byte 8 of the header
-                start = hit + 1
+                search = hit + 1
                 if at < 0 or at + ENTRY_HEADER_SIZE > len(data):
                     continue
                 crc, length, seq, version, flags, _ = _unpack_header(data, at)
@@ -176,7 +184,7 @@ class EntryReader:
                 if version != ENTRY_VERSION or end > len(data):
                     continue
                 if entry_crc(length, seq, flags, data[at + ENTRY_HEADER_SIZE : end]) == crc:
-                    return pos + at, want
+                    return start + at, want
         return None
 
     @staticmethod

@@ -61,7 +61,7 @@ class ScanResult:
     end: int  # in-block byte after the last valid entry
     last: int  # position of the last valid entry (-1: none)
     committed: int  # entries up to the last one that is not inside an open batch
-    positions: list[int]  # position of every entry found (None-free; damaged ones skipped)
+    positions: list[int]  # position of entry i of the block (-1: damaged, position unknown)
     damaged: bool  # a bad entry was followed by valid ones
     trailing_bytes: int  # non-zero bytes after ``end`` (a torn write), 0 if clean
 
@@ -113,6 +113,7 @@ def scan_block(block: Block, expected: int | None = None) -> ScanResult:
                 break
             damaged = True
             pos, skipped = found
+            positions.extend([-1] * skipped)  # keep positions[i] aligned with entry i
             offset += skipped
             count += skipped
             continue
@@ -167,6 +168,8 @@ def _verify_last(block: Block, seal: SealRecord) -> bool:
     """Cheap check that a seal record matches the bytes: the last entry's header is there."""
     if seal.count == 0:
         return seal.end == BLOCK_HEADER_SIZE
+    if seal.last == 0:  # written by recovery: the last entry is damaged, its start unknown
+        return BLOCK_HEADER_SIZE <= seal.end <= block.limit
     if not BLOCK_HEADER_SIZE <= seal.last < seal.end <= block.limit:
         return False
     header = block.storage.read(block.base + seal.last, ENTRY_HEADER_SIZE)
@@ -366,7 +369,9 @@ def _roll_back_incomplete_batch(
         scans[cut.seq] = scan
     keep_count = cut.committed
     cut.count = keep_count
-    cut.end = scan.positions[keep_count] if keep_count < len(scan.positions) else scan.end
+    # The byte end: where the first dropped entry starts (the next known one if it is damaged).
+    later = [p for p in scan.positions[keep_count:] if p >= 0]
+    cut.end = later[0] if later else scan.end
     cut.last = scan.positions[keep_count - 1] if keep_count > 0 else -1
     _write_seal(cut)
     cut.sealed = True
@@ -400,7 +405,8 @@ def _settle_blocks(
                 block.count = expected
                 block.last = -1
                 if scan is not None and expected < len(scan.positions):
-                    block.end = scan.positions[expected]
+                    later = [p for p in scan.positions[expected:] if p >= 0]
+                    block.end = later[0] if later else scan.end
                 block.sealed = True
             elif not block.sealed:  # the seal was lost: write it so the next open need not scan
                 block.committed = block.count
