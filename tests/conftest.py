@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from walrus_core import FsyncSchedule, Walrus
+from walrus_core.plugins import default_registry
 
 #: Small blocks so that a few KiB of data already crosses blocks and files.
 SMALL_GEOMETRY: dict[str, int] = {"block_size": 4096, "blocks_per_file": 4}
@@ -28,6 +29,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def backend_name(request: pytest.FixtureRequest) -> str:
     """The backend under test."""
     return str(request.config.getoption("--walrus-backend"))
+
+
+@pytest.fixture(scope="session")
+def base_backend(backend_name: str) -> str:
+    """The one backend the name or preference list under test (``"uring,fd"``) selects here:
+    what a test layer (spy, faults, ...) must layer over."""
+    return default_registry().select(backend_name)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from types import ModuleType
 from walrus_core import FsyncSchedule, Walrus
 from walrus_core.format import parse_data_file_name
 from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo, BackendRegistry
+from walrus_core.plugins import BackendInfo, BackendRegistry, default_registry
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -146,7 +146,7 @@ class Opened:
     """A Walrus opened through the spy, with the I/O its construction caused."""
 
     def __init__(self, root: Path, backend: str) -> None:
-        self.spy = Spy(backend)
+        self.spy = Spy(default_registry().select(backend))  # "uring,fd" -> what runs here
         registry = BackendRegistry.from_entry_points().with_plugins({"spy": self.spy})
         before = rchar()
         self.wal = Walrus(
@@ -180,7 +180,7 @@ def test_spy_layer_sits_in_the_chain_and_sees_the_io(tmp_path: Path, backend_nam
     root = tmp_path / "wal"
     opened = Opened(root, backend_name)
     wal = opened.wal
-    assert wal.backend_chain[:2] == ("spy", backend_name)
+    assert wal.backend_chain[:2] == ("spy", default_registry().select(backend_name))
     payload = b"spied" * 1000
     wal.append_for_topic("t", payload)
     wal.batch_append_for_topic("t", [payload] * 10)
@@ -211,7 +211,7 @@ def test_reopen_after_clean_close_reads_per_block_not_per_byte(
     slots_small = slots_on_disk(root)
 
     small = Opened(root, backend_name)
-    assert small.wal.backend_chain[:2] == ("spy", backend_name)
+    assert small.wal.backend_chain[:2] == ("spy", default_registry().select(backend_name))
     assert data_file_names(root) == files_small, "reopen after a clean close created a data file"
     fill(small.wal, 2, 14 * MIB)  # 16 MiB and more in total
     small.wal.close()

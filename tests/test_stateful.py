@@ -47,7 +47,7 @@ from walrus_core import (
     StorageError,
     Walrus,
 )
-from walrus_core.plugins import BackendRegistry
+from walrus_core.plugins import BackendRegistry, default_registry
 
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 TOPICS = ("s-a", "s-b", "s-ü")
@@ -94,7 +94,7 @@ class WalrusMachine(RuleBasedStateMachine):
     # -- lifecycle --------------------------------------------------------------------------
     def _open(self) -> None:
         self.plan = FaultPlan()
-        layer = FaultLayer(self.plan, over=self.backend.split(",")[0].strip())
+        layer = FaultLayer(self.plan, over=default_registry().select(self.backend))
         registry = BackendRegistry.from_entry_points().with_plugins({"faults": layer})
         self.wal = Walrus(
             data_dir=self.dir,

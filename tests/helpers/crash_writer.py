@@ -37,7 +37,7 @@ from typing import Any
 
 from walrus_core import FsyncSchedule, Walrus
 from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo, BackendRegistry
+from walrus_core.plugins import BackendInfo, BackendRegistry, default_registry
 
 TOPICS = ("alpha", "beta", "gamma")
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 16}
@@ -94,7 +94,7 @@ class Killer:
     """A layer that tears write number ``kill_at`` (counted over data files) and dies."""
 
     def __init__(self, base: str, kill_at: int, kill_seed: int) -> None:
-        self.base = base
+        self.base = default_registry().select(base)  # "uring,fd" -> what runs here
         self.kill_at = kill_at
         self.rng = random.Random(f"kill:{kill_seed}")
         self.count = 0

@@ -87,31 +87,37 @@ def walrus_open(spec: OpenSpec, lower: Storage | None) -> FdHandle:
 
 
 def _pwritev_all(fd: int, buffers: Buffers, offset: int, nbytes: int) -> None:
+    """Write every byte of ``buffers`` at ``offset``: one pwritev per IOV_MAX buffers."""
     if len(buffers) <= _IOV_MAX:
         done = os.pwritev(fd, buffers, offset)
-        if done == nbytes:
-            return
-    else:
-        done = 0
-    # Rare path: more buffers than IOV_MAX, or a short write. Continue exactly where it stopped.
+        if done != nbytes:
+            _finish(fd, buffers, offset, done, nbytes)
+        return
+    # Buffers are bytes or 1-D byte views (the engine casts payloads), so len() is their size.
+    for start in range(0, len(buffers), _IOV_MAX):
+        chunk = buffers[start : start + _IOV_MAX]
+        want = sum(map(len, chunk))
+        done = os.pwritev(fd, chunk, offset)
+        if done != want:
+            _finish(fd, chunk, offset, done, want)
+        offset += want
+
+
+def _finish(fd: int, buffers: Buffers, offset: int, done: int, nbytes: int) -> None:
+    """Continue a short pwritev exactly where it stopped (rare: signals, full disks)."""
     views = [memoryview(b).cast("B") for b in buffers]
+    index = 0
     skip = done
-    while views and skip >= views[0].nbytes:
-        skip -= views[0].nbytes
-        views.pop(0)
-    if views and skip:
-        views[0] = views[0][skip:]
     while done < nbytes:
-        chunk = views[:_IOV_MAX]
+        while skip >= views[index].nbytes:
+            skip -= views[index].nbytes
+            index += 1
+        chunk = [views[index][skip:], *views[index + 1 : index + _IOV_MAX]]
         n = os.pwritev(fd, chunk, offset + done)
         if n <= 0:
             raise OSError(5, f"pwritev made no progress at offset {offset + done}")
         done += n
-        while views and n >= views[0].nbytes:
-            n -= views[0].nbytes
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
+        skip += n
 
 
 @hookimpl
