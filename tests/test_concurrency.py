@@ -9,10 +9,11 @@
    all the threads sharing that consumer), ``consumer_order`` (each thread sees increasing
    offsets from a cursor), ``no_deadlock`` (every join has a timeout and the test fails if a
    thread is still alive), and after a reopen nothing is redelivered.
-2. ``test_close_while_writing``: threads append, batch, read and flush while two threads call
-   ``close()``: ``no_crash``; ``closed_or_completed`` (every call returns normally or raises
-   ``WalrusClosedError``; any other exception fails); ``acked_present`` (after a reopen every
-   acknowledged append and batch is present, and nothing else).
+2. ``test_close_while_writing``: threads append, batch, read (cursor and ``start_offset``
+   reads) and flush while two threads call ``close()``: ``no_crash``; ``closed_or_completed``
+   (every call returns normally or raises ``WalrusClosedError``; any other exception fails);
+   ``acked_present`` (after a reopen every acknowledged append and batch is present, and
+   nothing else).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from walrus_core import (
     WalrusClosedError,
 )
 from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendRegistry
+from walrus_core.plugins import BackendRegistry, default_registry
 
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 JOIN_TIMEOUT = 60.0
@@ -254,6 +255,7 @@ class CloseRace:
     def _read(self, topic: str, tid: int) -> None:
         self.wal.read_next(topic, consumer=f"r{tid}")
         self.wal.batch_read_for_topic(topic, 4096, consumer="shared-reader")
+        self.wal.batch_read_for_topic(topic, 4096, checkpoint=False, start_offset=0)
         self.wal.topic_entry_count(topic)
         self.wal.topics()
 
@@ -270,6 +272,8 @@ class CloseRace:
             elif kind < 0.7:
                 items = [data + b"-%d" % i for i in range(rng.randint(1, 30))]
                 op = functools.partial(self._batch, topic, items)
+            elif kind < 0.8:
+                op = self.wal.flush
             else:
                 op = functools.partial(self._read, topic, tid)
             if not self.call("op", op):
@@ -304,7 +308,8 @@ class CloseRace:
 
 def test_close_while_writing(wal_dir: Path, backend_name: str) -> None:
     """See the module docstring (2). Five rounds on the same directory; in each, 6 threads
-    append, batch and read until two other threads close the instance."""
+    append, batch, read (cursor and start_offset reads) and flush until two other threads
+    close the instance."""
     acked: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
     outcomes: Counter[str] = Counter()
     for round_no in range(5):
@@ -381,26 +386,16 @@ IN_FLIGHT_CALLS: dict[str, tuple[str, Callable[[Walrus], Any]]] = {
         lambda wal: wal.batch_read_for_topic("g", 1 << 20, checkpoint=False, start_offset=0),
     ),
 }
-CLOSE_RACE_BUG = (
-    "engine bug: close() closes the storage handles under a flush() or a start_offset batch "
-    "read that is already running (they hold no lock close() waits for); the call then fails "
-    "with StorageError (EBADF) instead of completing or raising WalrusClosedError"
-)
-#: Where the engine bug shows (the mmap backend's flush of a closed handle returns quietly).
-CLOSE_RACE_FAILS_ON = {
-    "flush": {"fd", "uring"},
-    "start_offset_read": {"fd", "uring", "mmap"},
-}
 
 
 @pytest.mark.parametrize("call", list(IN_FLIGHT_CALLS))
-def test_close_during_an_in_flight_call(
-    wal_dir: Path, backend_name: str, call: str, request: pytest.FixtureRequest
-) -> None:
-    """closed_or_completed, deterministic: a call is held inside the storage layer (its write,
-    read or fsync) while another thread runs close(); when released, the call must complete
-    (an append is then present after reopen) or raise WalrusClosedError."""
-    base = backend_name.split(",")[0].strip()
+def test_close_during_an_in_flight_call(wal_dir: Path, backend_name: str, call: str) -> None:
+    """closed_or_completed, deterministic: a call (append, read_next, flush() or a start_offset
+    batch read) is held inside the storage layer (its write, read or fsync) while another
+    thread runs close(); close() must not close the storage handles under it, and when
+    released the call must complete (an append is then present after reopen) or raise
+    WalrusClosedError, never a StorageError from a closed handle."""
+    base = default_registry().select(backend_name)
     op, fn = IN_FLIGHT_CALLS[call]
     layer = GateLayer(op, over=base)
     registry = BackendRegistry.from_entry_points().with_plugins({"gate": layer})
@@ -428,14 +423,11 @@ def test_close_during_an_in_flight_call(
         caller.start()
         assert layer.entered.wait(JOIN_TIMEOUT), "harness: the call never reached the layer"
         closer.start()
-        if call in ("append", "read_next"):
-            # close() waits for this call (it holds the topic's or the cursor's lock).
-            deadline = time.monotonic() + JOIN_TIMEOUT
-            while not wal.closed:
-                assert time.monotonic() < deadline, "close() did not start"
-                time.sleep(0.001)
-        else:
-            closer.join(JOIN_TIMEOUT)  # nothing makes close() wait for a flush or offset read
+        # close() waits for the in-flight call: release it once close() has started.
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while not wal.closed:
+            assert time.monotonic() < deadline, "close() did not start"
+            time.sleep(0.001)
     finally:
         layer.go.set()
         _join([caller, closer])

@@ -21,8 +21,7 @@ a fresh copy (``shutil.copytree``). Guarantees checked for every example (issue 
   what is left);
 * ``cursor_damage_replays``: a damaged or truncated ``cursors.dat`` never makes a consumer skip an
   entry it did not consume (its position can only go back), and the data stays intact;
-* ``cursor_damage_logged``: when a consumer has to replay, a WARNING says so (engine bug, see
-  the xfail marks);
+* ``cursor_damage_logged``: when a consumer has to replay, a WARNING says so;
 * ``recovery_idempotent``: a second open, with no write in between, finds exactly what the
   first one did (recovery never loses on the next open what it returned on the previous one);
 * ``still_usable``: appends work after the damage and read back.
@@ -266,7 +265,6 @@ FIGURES: dict[str, int] = {
     "cases_with_corruption_error": 0,
     "cases_with_entries_dropped": 0,
     "cases_with_consumer_replay": 0,
-    "cases_tolerating_length_bug": 0,
 }
 
 
@@ -475,47 +473,6 @@ def intact_offsets(p: Pristine, topic: str, damage: Damage) -> set[int]:
     return out
 
 
-#: Known engine bug (see test_recovery_is_idempotent_after_a_damaged_commit_entry and
-#: test_open_survives_damaged_entries_before_a_cut_batch): a truncation that cuts a batch,
-#: combined with a damaged entry where the batch is rolled back, makes the next open lose
-#: entries the previous one returned. Until it is fixed the truncation fuzz checks its
-#: examples on the first open only. Set to True once fixed.
-TRUNCATION_REOPEN_TWICE = True
-
-#: Known engine bug (see test_damaged_length_field_does_not_hide_the_next_entry): when the
-#: length field of entry k is damaged, the engine walks past entry k with the damaged length
-#: and raises CorruptionError for the intact entries between the real end of entry k and where
-#: the damaged length lands, instead of resynchronising. While True, the fuzz tests tolerate
-#: exactly that (a CorruptionError, never wrong bytes, for those entries) and check everything
-#: else. Set to False once the engine is fixed.
-TOLERATE_LENGTH_FIELD_BUG = False
-
-
-def hidden_by_length_bug(p: Pristine, topic: str, damage: Damage) -> set[int]:
-    """Intact entries of the same block hidden by an entry whose length field (header bytes
-    4..8) was damaged: the next one, and the ones up to where the damaged length points."""
-    out: set[int] = set()
-    if not TOLERATE_LENGTH_FIELD_BUG:
-        return out
-    entries = p.entries[topic]
-    for k, e in enumerate(entries):
-        masks = [(pos - e.pos - 4, m) for f, pos, m in damage.flips if f == e.path]
-        masks = [(i, m) for i, m in masks if 0 <= i < 4]
-        if not masks:
-            continue
-        length = e.size - fmt.ENTRY_HEADER_SIZE
-        for i, m in masks:
-            length ^= m << (8 * i)
-        landing = e.pos + fmt.ENTRY_HEADER_SIZE + length
-        for j in range(k + 1, len(entries)):
-            # the entry right after, wherever the damaged length points, and every entry
-            # the damaged length jumps over
-            if entries[j].block != e.block or (j > k + 1 and entries[j].pos > landing):
-                break
-            out.add(j)
-    return out
-
-
 def droppable_from(p: Pristine, topic: str, intact: set[int]) -> int:
     """Offsets from here on may be gone. A torn tail takes everything after the last intact
     entry; a batch cut by it is rolled back as a whole; and what the rollback leaves at the end
@@ -533,18 +490,15 @@ def droppable_from(p: Pristine, topic: str, intact: set[int]) -> int:
         cut = j
 
 
-def check_data(
-    root: Path, p: Pristine, backend: str, damage: Damage, reopen_twice: bool = True
-) -> None:
+def check_data(root: Path, p: Pristine, backend: str, damage: Damage) -> None:
     def body() -> None:
         with captured_warnings() as records:
             wal = open_plain(root, backend)
             first = {topic: read_everything(wal, p, topic) for topic in TOPICS}
-            if reopen_twice:
-                # recovery_idempotent: a second open (no writes in between) sees the same log.
-                wal.close()
-                wal = open_plain(root, backend)
-        for topic in TOPICS if reopen_twice else ():
+            # recovery_idempotent: a second open (no writes in between) sees the same log.
+            wal.close()
+            wal = open_plain(root, backend)
+        for topic in TOPICS:
             again = read_everything(wal, p, topic)
             assert again == first[topic], (
                 f"recovery_idempotent: {topic!r} after the first open: returned "
@@ -553,7 +507,7 @@ def check_data(
                 f"(damage {damage})"
             )
         FIGURES["data_cases"] += 1
-        flags = {"corrupt": False, "dropped": False, "tolerated": False}
+        flags = {"corrupt": False, "dropped": False}
         try:
             for topic in TOPICS:
                 got, corrupt = read_everything(wal, p, topic)
@@ -565,11 +519,7 @@ def check_data(
                 intact = intact_offsets(p, topic, damage)
                 keep_below = droppable_from(p, topic, intact)
                 flags["dropped"] |= end < len(p.data[topic])
-                tolerated = hidden_by_length_bug(p, topic, damage) & set(corrupt) - set(got)
-                flags["tolerated"] |= any(o in intact for o in tolerated)
-                missing = sorted(
-                    o for o in intact if o < keep_below and o not in got and o not in tolerated
-                )
+                missing = sorted(o for o in intact if o < keep_below and o not in got)
                 assert not missing, (
                     f"intact_entries_kept: {topic!r} lost intact entries {missing} "
                     f"(returned {sorted(got)}, CorruptionError at {corrupt}, damage {damage})"
@@ -606,7 +556,6 @@ def check_data(
             wal.close()
         FIGURES["cases_with_corruption_error"] += flags["corrupt"]
         FIGURES["cases_with_entries_dropped"] += flags["dropped"]
-        FIGURES["cases_tolerating_length_bug"] += flags["tolerated"]
 
     bounded(body)
 
@@ -710,8 +659,8 @@ def test_data_truncation(
     tmp_path: Path,
 ) -> None:
     """One or two data files cut at a random point (sometimes also a byte flip): the same
-    checks (recovery_idempotent only with TRUNCATION_REOPEN_TWICE); what was cut off may be
-    gone (torn tail, or CorruptionError in the middle), the rest stays readable."""
+    checks (recovery_idempotent included); what was cut off may be gone (torn tail, or
+    CorruptionError in the middle), the rest stays readable."""
     p = pristine_factory(crashed)
     names = data.draw(
         st.lists(st.sampled_from(p.files), min_size=1, max_size=2, unique=True), label="files"
@@ -721,7 +670,7 @@ def test_data_truncation(
     damage = Damage(flips=flips, cuts=cuts)
     root = copy_of(p, tmp_path)
     damage.apply(root)
-    check_data(root, p, backend_name, damage, reopen_twice=TRUNCATION_REOPEN_TWICE)
+    check_data(root, p, backend_name, damage)
     shutil.rmtree(root)
 
 
@@ -842,7 +791,8 @@ def test_damaged_length_field_does_not_hide_the_next_entry(
     """intact_entries_kept, deterministic: five 40-byte entries in one sealed block; the length
     field of entry 2 gets one bit flipped (40 -> 41). Entry 2 must raise CorruptionError and
     entries 3 and 4 (untouched) must still be returned, by offset reads and by a consumer that
-    seeks past entry 2 as documented."""
+    seeks past entry 2 as documented: the reader resynchronises instead of walking on with the
+    damaged length."""
     payloads = [bytes([65 + i]) * 40 for i in range(5)]
     with Walrus(data_dir=wal_dir, backend=backend_name, **GEOMETRY) as wal:
         assert wal.batch_append_for_topic("len", payloads) == range(5)
@@ -900,7 +850,8 @@ def test_recovery_is_idempotent_after_a_damaged_commit_entry(
     (9 entries; its last, committing entry x8 opens block 2), then batch Y (starts in block 2,
     continues in blocks 3 and 4). Block 4 never reached the disk (zeroed) and x8 is damaged.
     The first open rolls back Y and returns x0..x7 (x8 raises CorruptionError); a second open,
-    with nothing written in between, must return the same."""
+    with nothing written in between, must return the same (the rollback must account for the
+    damaged entry, neither crashing at open nor dropping entries on the next open)."""
     singles = [b"s%d" % i + b"." * 98 for i in range(2)]
     xs = [b"x%d" % i + b"-" * 398 for i in range(9)]
     ys = [b"y%02d" % i + b"+" * 397 for i in range(20)]

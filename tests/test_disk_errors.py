@@ -38,7 +38,7 @@ from walrus_core import (
     Walrus,
     WalrusError,
 )
-from walrus_core.plugins import BackendRegistry
+from walrus_core.plugins import BackendRegistry, default_registry
 
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 ERRNOS = pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
@@ -59,7 +59,7 @@ def open_faulty(
     consistency: ReadConsistency | None = None,
 ) -> tuple[Walrus, FaultPlan]:
     plan = FaultPlan()
-    layer = FaultLayer(plan, over=backend.split(",")[0].strip())
+    layer = FaultLayer(plan, over=default_registry().select(backend))
     registry = BackendRegistry.from_entry_points().with_plugins({"faults": layer})
     wal = Walrus(
         data_dir=wal_dir,
@@ -433,7 +433,7 @@ def test_failed_new_file_sync_then_appends_work_again(
     (sync_each syncs a new file before using it): raises_storage_error, the append is absent,
     and after heal appends succeed again."""
     plan = FaultPlan()
-    layer = FaultLayer(plan, over=backend_name.split(",")[0].strip())
+    layer = FaultLayer(plan, over=default_registry().select(backend_name))
     registry = BackendRegistry.from_entry_points().with_plugins({"faults": layer})
     wal = Walrus(
         data_dir=wal_dir,

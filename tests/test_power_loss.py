@@ -33,10 +33,6 @@ Checks after every power loss (named in the assertion messages):
 * ``recovery_idempotent``: a second reopen (nothing written in between) finds exactly what the
   first one did.
 
-Known engine bugs (see the xfail marks and AWAIT_BACKGROUND_FSYNC_AFTER_FLUSH): ``flush()`` can
-return while the background flusher's fsync is still in flight; and after partial power losses
-recovery is not always idempotent (the slow rounds for ``ms5``/``no_fsync`` hit it).
-
 Default run: 30 power losses. ``WALRUS_SLOW=1`` (or ``-m slow``) adds 210 more.
 """
 
@@ -59,7 +55,7 @@ from walrus_core import (
     Walrus,
 )
 from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendRegistry
+from walrus_core.plugins import BackendRegistry, default_registry
 
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 TOPICS = ("pl-a", "pl-b", "pl-c")
@@ -81,44 +77,6 @@ FIGURES: dict[str, int] = {
 }
 
 
-class TrackingLayer(FaultLayer):
-    """The fault layer, plus a count of flushes in progress on threads other than the test's
-    (the background flusher of ``milliseconds(n)``)."""
-
-    def __init__(self, plan: FaultPlan, *, over: str) -> None:
-        super().__init__(plan, over=over)
-        self._cv = threading.Condition()
-        self._owner = threading.current_thread()
-        self.bg_in_flight = 0
-
-    @hookimpl
-    def walrus_flush(self, handle: object) -> None:
-        background = threading.current_thread() is not self._owner
-        if background:
-            with self._cv:
-                self.bg_in_flight += 1
-        try:
-            super().walrus_flush(handle)  # type: ignore[arg-type]
-        finally:
-            if background:
-                with self._cv:
-                    self.bg_in_flight -= 1
-                    self._cv.notify_all()
-
-    def wait_background_idle(self, timeout: float = 30.0) -> None:
-        with self._cv:
-            assert self._cv.wait_for(lambda: self.bg_in_flight == 0, timeout), (
-                "a background flush did not finish"
-            )
-
-
-#: Known engine bug (see test_flush_waits_for_an_in_flight_background_fsync): ``flush()`` can
-#: return while the background flusher is still inside the fsync of a storage it marked clean.
-#: Until it is fixed, the random rounds wait for such an fsync after each ``flush()`` so that
-#: they keep checking everything else deterministically. Set to False once the bug is fixed.
-AWAIT_BACKGROUND_FSYNC_AFTER_FLUSH = False
-
-
 def fsync_of(schedule: str) -> FsyncSchedule:
     return {
         "sync_each": FsyncSchedule.sync_each,
@@ -129,7 +87,7 @@ def fsync_of(schedule: str) -> FsyncSchedule:
 
 def base_backend(backend_name: str) -> str:
     """The backend the fault layer goes over: the first of a preference list."""
-    return backend_name.split(",")[0].strip()
+    return default_registry().select(backend_name)
 
 
 def payload(rng: random.Random, topic: str, offset: int, tag: str) -> bytes:
@@ -234,10 +192,8 @@ def _read_op(
                     cm.flushed = cm.pos
 
 
-def _flush(wal: Walrus, model: Model, layer: TrackingLayer) -> None:
+def _flush(wal: Walrus, model: Model) -> None:
     wal.flush()
-    if AWAIT_BACKGROUND_FSYNC_AFTER_FLUSH:
-        layer.wait_background_idle()
     for tm in model.topics.values():
         tm.flushed_end = len(tm.data)
     for cm in model.consumers.values():
@@ -256,7 +212,7 @@ def run_round(
 ) -> None:
     """One life of the WAL through the fault layer, ended by a power loss; then verify."""
     plan = FaultPlan()
-    layer = TrackingLayer(plan, over=base_backend(backend_name))
+    layer = FaultLayer(plan, over=base_backend(backend_name))
     registry = BackendRegistry.from_entry_points().with_plugins({"faults": layer})
     sync = schedule == "sync_each"
     strict = consistency.is_strict
@@ -297,7 +253,7 @@ def run_round(
             elif r < 0.92:
                 _read_op(wal, model, rng, strict, persist_every, sync)
             else:
-                _flush(wal, model, layer)
+                _flush(wal, model)
             if sync:
                 for tm in model.topics.values():
                     tm.flushed_end = len(tm.data)
@@ -470,25 +426,8 @@ def test_power_loss_rounds(tmp_path: Path, backend_name: str, schedule: str) -> 
     run_rounds(tmp_path, backend_name, schedule, *DEFAULT_SIZE, tag="default")
 
 
-RECOVERY_BUG = (
-    "engine bug: after a partial power loss, recovery is not idempotent (a second reopen drops "
-    "entries the first one kept) and can even crash with IndexError at open: "
-    "recovery._roll_back_incomplete_batch indexes scan.positions (which skips damaged "
-    "entries) by entry count; see test_corruption_fuzz.py::"
-    "test_recovery_is_idempotent_after_a_damaged_commit_entry"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "schedule",
-    [
-        "sync_each",
-        # The background flusher makes the rounds timing-dependent: fails in every run seen.
-        "ms5",
-        "no_fsync",
-    ],
-)
+@pytest.mark.parametrize("schedule", SCHEDULES)
 def test_power_loss_rounds_slow(
     tmp_path: Path, backend_name: str, schedule: str, request: pytest.FixtureRequest
 ) -> None:
@@ -503,8 +442,8 @@ class GatedLayer(FaultLayer):
     """Arranges the interleaving of a ``flush()`` call with the background flusher: once armed,
     the test thread's flush of a data file waits (up to a few seconds) until the background
     flusher is inside its flush of ``cursors.dat``, which then waits until the test releases it.
-    If the engine serialises the two (a fix), the interleaving never happens and the test
-    thread goes on after the wait."""
+    If the engine serialises the two, the interleaving never happens and the test thread goes
+    on after the wait."""
 
     def __init__(self, plan: FaultPlan, *, over: str) -> None:
         super().__init__(plan, over=over)
