@@ -10,9 +10,6 @@ import json
 import logging
 import mmap
 import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers.self_kill import run_then_kill
 
 import walrus_core
 from walrus_core import (
@@ -38,6 +36,7 @@ from walrus_core import (
 from walrus_core.format import META_NAME, parse_data_file_name
 
 OpenWal = Callable[..., Walrus]
+
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 
 
@@ -66,41 +65,6 @@ def data_files(root: Path) -> list[Path]:
 def env_open(backend_name: str, **kw: Any) -> Walrus:
     """Open without data_dir (env defaults), small geometry, the backend under test."""
     return Walrus(backend=backend_name, fsync=FsyncSchedule.no_fsync(), **GEOMETRY, **kw)
-
-
-_CHILD = r"""
-import json, os, signal, sys
-from walrus_core import FsyncSchedule, ReadConsistency, Walrus
-cfg = json.loads(sys.argv[1])
-pe = cfg["persist_every"]
-consistency = (ReadConsistency.strictly_at_once() if pe is None
-               else ReadConsistency.at_least_once(persist_every=pe))
-wal = Walrus(data_dir=cfg["data_dir"], backend=cfg["backend"], consistency=consistency,
-             fsync=FsyncSchedule.no_fsync(), **cfg["geometry"])
-exec(cfg["code"])
-sys.stdout.flush()
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def run_then_kill(wal_dir: Path, backend: str, code: str, persist_every: int | None) -> str:
-    """Run ``code`` (with ``wal`` open) in a child process that then kills itself with SIGKILL."""
-    cfg = {
-        "data_dir": str(wal_dir),
-        "backend": backend,
-        "persist_every": persist_every,
-        "geometry": GEOMETRY,
-        "code": code,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    return proc.stdout
 
 
 # --- names -----------------------------------------------------------------------------------

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.self_kill import run_then_kill
 
 from walrus_core import Entry, ReadConsistency, Walrus
 
 OpenWal = Callable[..., Walrus]
+
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 JOIN_TIMEOUT = 60.0
 
@@ -34,41 +32,6 @@ def fill(wal: Walrus, topic: str, n: int, size: int = 0) -> list[Entry]:
     data = [(b"%s-%05d-" % (topic.encode(), i)).ljust(size, b".") for i in range(n)]
     r = wal.batch_append_for_topic(topic, data)
     return [Entry(d, o) for d, o in zip(data, r, strict=True)]
-
-
-_CHILD = r"""
-import json, os, signal, sys
-from walrus_core import FsyncSchedule, ReadConsistency, Walrus
-cfg = json.loads(sys.argv[1])
-pe = cfg["persist_every"]
-consistency = (ReadConsistency.strictly_at_once() if pe is None
-               else ReadConsistency.at_least_once(persist_every=pe))
-wal = Walrus(data_dir=cfg["data_dir"], backend=cfg["backend"], consistency=consistency,
-             fsync=FsyncSchedule.no_fsync(), **cfg["geometry"])
-exec(cfg["code"])
-sys.stdout.flush()
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def run_then_kill(wal_dir: Path, backend: str, code: str, persist_every: int | None) -> str:
-    """Run ``code`` (with ``wal`` open) in a child process that then kills itself with SIGKILL."""
-    cfg = {
-        "data_dir": str(wal_dir),
-        "backend": backend,
-        "persist_every": persist_every,
-        "geometry": GEOMETRY,
-        "code": code,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    return proc.stdout
 
 
 def join_all(threads: list[threading.Thread]) -> None:

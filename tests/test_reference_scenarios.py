@@ -10,19 +10,16 @@ suite runs with block_size 4096, blocks_per_file 4).
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.self_kill import run_then_kill
 
 from walrus_core import (
     BatchTooLargeError,
@@ -37,6 +34,7 @@ from walrus_core import (
 from walrus_core.format import BLOCK_HEADER_SIZE, ENTRY_HEADER_SIZE, parse_data_file_name
 
 OpenWal = Callable[..., Walrus]
+
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 KIB = 1024
 JOIN_TIMEOUT = 60.0
@@ -148,41 +146,6 @@ def batch_job(wal: Walrus, topic: str, batch: list[bytes]) -> Callable[[], None]
 def assert_contiguous(data: list[bytes], group: list[bytes]) -> None:
     first = data.index(group[0])
     assert data[first : first + len(group)] == group
-
-
-_CHILD = r"""
-import json, os, signal, sys
-from walrus_core import FsyncSchedule, ReadConsistency, Walrus
-cfg = json.loads(sys.argv[1])
-pe = cfg["persist_every"]
-consistency = (ReadConsistency.strictly_at_once() if pe is None
-               else ReadConsistency.at_least_once(persist_every=pe))
-wal = Walrus(data_dir=cfg["data_dir"], backend=cfg["backend"], consistency=consistency,
-             fsync=FsyncSchedule.no_fsync(), **cfg["geometry"])
-exec(cfg["code"])
-sys.stdout.flush()
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def run_then_kill(wal_dir: Path, backend: str, code: str, persist_every: int | None) -> str:
-    """Run ``code`` (with ``wal`` open) in a child process that then kills itself with SIGKILL."""
-    cfg = {
-        "data_dir": str(wal_dir),
-        "backend": backend,
-        "persist_every": persist_every,
-        "geometry": GEOMETRY,
-        "code": code,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    return proc.stdout
 
 
 def pattern(n: int, seed: int) -> bytes:
