@@ -30,7 +30,6 @@ from walrus_core.format import (
     CURSORS_NAME,
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
-    SEAL_AT,
     SEAL_CLOSED,
     SEAL_SEALED,
     SEQ_MASK,
@@ -43,7 +42,7 @@ from walrus_core.plugins import AUTO, BackendRegistry, default_registry
 from walrus_core.reader import Cursor, CursorKeeper, EntryReader
 from walrus_core.recovery import recover
 from walrus_core.storage import Storage
-from walrus_core.writer import Writer, seal_record
+from walrus_core.writer import Writer, write_seal
 
 log = logging.getLogger("walrus_core")
 
@@ -607,9 +606,7 @@ class Walrus:
                     # batch stale bytes follow the head's end: seal it for good instead.
                     kind = SEAL_SEALED if t.retire_head else SEAL_CLOSED
                     try:
-                        record = seal_record(head, kind)
-                        head.storage.write(head.base + SEAL_AT, (record,), len(record))
-                        head.storage.dirty = True
+                        write_seal(head, kind)
                     except OSError as exc:
                         errors.append(exc)
         try:

@@ -24,7 +24,6 @@ from walrus_core.format import (
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
     FLAG_BATCH_OPEN,
-    SEAL_AT,
     SEAL_CLOSED,
     SEAL_SEALED,
     SEQ_MASK,
@@ -36,6 +35,7 @@ from walrus_core.format import (
 from walrus_core.index import Block, Topic
 from walrus_core.names import encode_name
 from walrus_core.storage import Storage
+from walrus_core.writer import mark_dead, write_seal
 
 log = logging.getLogger("walrus_core")
 
@@ -183,30 +183,6 @@ def _verify_last(block: Block, seal: SealRecord) -> bool:
     )
 
 
-def _write_seal(block: Block, kind: int = SEAL_SEALED) -> None:
-    record = SealRecord(
-        kind=kind,
-        count=block.count,
-        end=block.end,
-        committed=block.committed,
-        last=max(block.last, 0),
-    ).pack()
-    block.storage.write(block.base + SEAL_AT, (record,), len(record))
-    block.storage.dirty = True
-
-
-def _mark_dead(block: Block) -> None:
-    header = BlockHeader(
-        topic=block.topic,
-        block_seq=block.seq,
-        first_offset=block.first_offset,
-        slots=block.slots,
-        flags=BLOCK_FLAG_DEAD,
-    ).pack()
-    block.storage.write(block.base, (header,), len(header))
-    block.storage.dirty = True
-
-
 def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
     """Rebuild every topic of ``root``; leaves ``allocator`` ready to continue."""
     geometry = allocator.geometry
@@ -349,7 +325,7 @@ def _roll_back_incomplete_batch(
         commit_at = cut.first_offset + cut.committed
     dropped = blocks[-1].first_offset + blocks[-1].count - commit_at
     for block in blocks[keep:]:
-        _mark_dead(block)
+        mark_dead(block)
         touched.add(id(block.storage))
     del blocks[keep:]
     if dropped > 0:
@@ -373,7 +349,7 @@ def _roll_back_incomplete_batch(
     later = [p for p in scan.positions[keep_count:] if p >= 0]
     cut.end = later[0] if later else scan.end
     cut.last = scan.positions[keep_count - 1] if keep_count > 0 else -1
-    _write_seal(cut)
+    write_seal(cut)
     cut.sealed = True
     cut.close_record = False
     touched.add(id(cut.storage))
@@ -410,7 +386,7 @@ def _settle_blocks(
                 block.sealed = True
             elif not block.sealed:  # the seal was lost: write it so the next open need not scan
                 block.committed = block.count
-                _write_seal(block)
+                write_seal(block)
                 block.sealed = True
                 touched.add(id(block.storage))
             block.close_record = False
@@ -426,7 +402,7 @@ def _settle_blocks(
                 block.path,
             )
             # Stale bytes follow the end: never append after them.
-            _write_seal(block)
+            write_seal(block)
             block.sealed = True
             touched.add(id(block.storage))
         if scan.damaged:

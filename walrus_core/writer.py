@@ -40,15 +40,37 @@ _MIX_LEN = 0x9E3779B1
 _MIX_SEQ = 0x85EBCA77
 
 
-def seal_record(block: Block, kind: int = SEAL_SEALED) -> bytes:
-    """The seal record describing ``block`` as it is published now."""
-    return SealRecord(
+def write_seal(block: Block, kind: int = SEAL_SEALED) -> None:
+    """Write the seal record of ``block`` as it is published now (raises OSError).
+
+    A SEALED record makes recovery trust the block without scanning it; a CLOSED one (written
+    at a clean close) does too, and is cleared before the block takes more entries.
+    """
+    record = SealRecord(
         kind=kind,
         count=block.count,
         end=block.end,
         committed=block.committed,
         last=max(block.last, 0),
     ).pack()
+    block.storage.write(block.base + SEAL_AT, (record,), len(record))
+    block.storage.dirty = True
+    if kind == SEAL_SEALED:
+        block.sealed = True
+        block.close_record = False
+
+
+def mark_dead(block: Block) -> None:
+    """Flag ``block`` dead in its header so recovery skips it (raises OSError)."""
+    header = BlockHeader(
+        topic=block.topic,
+        block_seq=block.seq,
+        first_offset=block.first_offset,
+        slots=block.slots,
+        flags=BLOCK_FLAG_DEAD,
+    ).pack()
+    block.storage.write(block.base, (header,), len(header))
+    block.storage.dirty = True
 
 
 class Writer:
@@ -64,12 +86,8 @@ class Writer:
 
     # -- blocks -----------------------------------------------------------------------------
     def seal(self, block: Block) -> None:
-        """Write the seal record of a full block (recovery then trusts it without a scan)."""
-        record = seal_record(block)
-        block.storage.write(block.base + SEAL_AT, (record,), len(record))
-        block.storage.dirty = True
-        block.sealed = True
-        block.close_record = False
+        """Seal a full block (recovery then trusts it without a scan)."""
+        write_seal(block)
 
     def _clear_close_record(self, block: Block) -> None:
         block.storage.write(block.base + SEAL_AT, (CLEARED_SEAL,), len(CLEARED_SEAL))
@@ -86,17 +104,11 @@ class Writer:
             self.seal(head)
         topic.retire_head = False
 
-    def _mark_dead(self, block: Block) -> None:
+    @staticmethod
+    def _abandon_block(block: Block) -> None:
         """Best effort: flag a block that a failed batch allocated, so recovery skips it."""
-        header = BlockHeader(
-            topic=block.topic,
-            block_seq=block.seq,
-            first_offset=block.first_offset,
-            slots=block.slots,
-            flags=BLOCK_FLAG_DEAD,
-        ).pack()
         try:
-            block.storage.write(block.base, (header,), len(header))
+            mark_dead(block)
         except OSError as exc:
             log.warning("could not mark abandoned block %r dead: %s", block, exc)
 
@@ -254,7 +266,7 @@ class Writer:
     def _abandon(self, topic: Topic, blocks_before: int) -> None:
         """Undo a failed batch in memory and make sure nothing of it can resurface."""
         for block in topic.drop_blocks_from(blocks_before):
-            self._mark_dead(block)
+            self._abandon_block(block)
         # Part of the batch may sit after the head's end with valid checksums: never append
         # after it again. The head gets sealed at its published end before the next write.
         topic.retire_head = True
