@@ -30,9 +30,12 @@ from walrus_core.format import (
     CURSORS_NAME,
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
+    META_NAME,
     SEAL_CLOSED,
     SEAL_SEALED,
     SEQ_MASK,
+    DamagedMetaError,
+    parse_data_file_name,
     read_meta,
     write_meta,
 )
@@ -40,7 +43,7 @@ from walrus_core.index import Block, Topic
 from walrus_core.names import encode_name, namespace_dir
 from walrus_core.plugins import AUTO, BackendRegistry, default_registry
 from walrus_core.reader import Cursor, CursorKeeper, EntryReader
-from walrus_core.recovery import recover
+from walrus_core.recovery import infer_geometry, recover
 from walrus_core.storage import Storage
 from walrus_core.writer import Writer, write_seal
 
@@ -147,7 +150,14 @@ class Walrus:
     def _open(
         self, requested: Geometry, block_size: int | None, blocks_per_file: int | None
     ) -> None:
-        recorded = read_meta(self.root)
+        try:
+            recorded = read_meta(self.root)
+        except DamagedMetaError as exc:
+            recorded = self._rebuild_meta(requested, str(exc))
+        if recorded is None and any(
+            parse_data_file_name(name) is not None for name in os.listdir(self.root)
+        ):
+            recorded = self._rebuild_meta(requested, f"{META_NAME} is missing")
         if recorded is None:
             geometry = requested
             write_meta(self.root, geometry)
@@ -202,6 +212,26 @@ class Walrus:
         if self.fsync.is_periodic:
             self._flusher = Flusher(self.fsync.interval_ms, self._all_storages, self._bg_failed)
             self._flusher.start()
+
+    def _rebuild_meta(self, requested: Geometry, why: str) -> Geometry:
+        """Recover from a damaged or missing ``walrus.json``: read the geometry off the data
+        files (or fall back to the requested one), keep the old file aside, record it anew."""
+        inferred = infer_geometry(self.root, requested)
+        geometry = inferred if inferred is not None else requested
+        meta = os.path.join(self.root, META_NAME)
+        if os.path.exists(meta):
+            os.replace(meta, meta + ".damaged")
+        log.warning(
+            "%s; using %s geometry block_size=%d blocks_per_file=%d (the old file, if any, is"
+            " kept as %s.damaged)",
+            why,
+            "the data files'" if inferred is not None else "the requested",
+            geometry.block_size,
+            geometry.blocks_per_file,
+            META_NAME,
+        )
+        write_meta(self.root, geometry)
+        return geometry
 
     def _release_after_failed_open(self) -> None:
         for closer in (

@@ -272,8 +272,16 @@ def write_meta(root: str, geometry: Geometry) -> None:
     fsync_dir(root)
 
 
+class DamagedMetaError(InvalidConfigError):
+    """``walrus.json`` exists but cannot be read (recovery infers the geometry instead)."""
+
+
 def read_meta(root: str) -> Geometry | None:
-    """The recorded geometry, None if there is none; raises if it is unreadable."""
+    """The recorded geometry, None if there is none.
+
+    Raises :class:`DamagedMetaError` if the file is damaged, and :class:`InvalidConfigError`
+    for a format version this code does not know (never guess at a newer format).
+    """
     path = os.path.join(root, META_NAME)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -281,12 +289,15 @@ def read_meta(root: str) -> Geometry | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise InvalidConfigError(f"{path} is unreadable: {exc}") from exc
+        raise DamagedMetaError(f"{path} is unreadable: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != "walrus-python":
-        raise InvalidConfigError(f"{path} is not a Walrus metadata file")
+        raise DamagedMetaError(f"{path} is not a Walrus metadata file")
     if doc.get("version") != FORMAT_VERSION:
         raise InvalidConfigError(f"{path}: unsupported format version {doc.get('version')!r}")
-    return Geometry(block_size=doc["block_size"], blocks_per_file=doc["blocks_per_file"])
+    try:
+        return Geometry(block_size=doc["block_size"], blocks_per_file=doc["blocks_per_file"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedMetaError(f"{path} holds no valid geometry: {exc}") from exc
 
 
 def fsync_dir(path: str) -> None:

@@ -16,10 +16,11 @@ from collections import defaultdict
 import attrs
 
 from walrus_core.allocator import Allocator
-from walrus_core.config import MAX_ENTRY_BYTES
+from walrus_core.config import MAX_ENTRY_BYTES, Geometry
 from walrus_core.format import (
     BLOCK_FLAG_DEAD,
     BLOCK_HEADER_SIZE,
+    BLOCK_MAGIC,
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
@@ -29,6 +30,7 @@ from walrus_core.format import (
     SEQ_MASK,
     BlockHeader,
     SealRecord,
+    data_file_name,
     entry_crc,
     parse_data_file_name,
 )
@@ -181,6 +183,53 @@ def _verify_last(block: Block, seal: SealRecord) -> bool:
         and seq == (block.first_offset + seal.count - 1) & SEQ_MASK
         and seal.last + ENTRY_HEADER_SIZE + length == seal.end
     )
+
+
+def infer_geometry(root: str, hint: Geometry) -> Geometry | None:
+    """The geometry the data files were written with, read off their block headers; None
+    when nothing fits.
+
+    In a file whose first block spans ``k`` slots, the next block header starts ``k`` block
+    sizes further on (on a 4 KiB boundary, with a valid crc), which gives the block size. A
+    file holding a single block only tells which sizes are consistent with it; then ``hint``
+    is used if it is one of them.
+    """
+    numbers = sorted(
+        n for n in (parse_data_file_name(name) for name in os.listdir(root)) if n is not None
+    )
+    consistent: list[int] = []
+    for file_no in numbers:
+        path = os.path.join(root, data_file_name(file_no))
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            first = BlockHeader.unpack(fh.read(BLOCK_HEADER_SIZE))
+            if first is None:
+                continue
+            if size % (first.slots * 4096) == 0 and size // first.slots == hint.block_size:
+                consistent.append(hint.block_size)
+            chunk_at = 4096
+            while chunk_at < size:
+                fh.seek(chunk_at)
+                chunk = fh.read(min(_SCAN_WINDOW, size - chunk_at))
+                if not chunk:
+                    break
+                for rel in range(0, len(chunk) - BLOCK_HEADER_SIZE + 1, 4096):
+                    if chunk[rel : rel + 4] != BLOCK_MAGIC:
+                        continue
+                    header = BlockHeader.unpack(chunk[rel : rel + BLOCK_HEADER_SIZE])
+                    at = chunk_at + rel
+                    if header is None or at % first.slots:
+                        continue
+                    block_size = at // first.slots
+                    if block_size % 4096 == 0 and size % block_size == 0:
+                        return Geometry(block_size=block_size, blocks_per_file=size // block_size)
+                chunk_at += len(chunk)
+    if consistent or not numbers:
+        return Geometry(
+            block_size=hint.block_size,
+            blocks_per_file=hint.blocks_per_file,
+        )
+    return None
 
 
 def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
