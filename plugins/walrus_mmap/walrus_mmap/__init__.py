@@ -174,7 +174,24 @@ def _allocate(handle: MmapHandle, first: int, last: int) -> None:
             handle.allocated = None  # this file system cannot: write into sparse pages
             return
         allocated[chunk : end + 1] = b"\x01" * (end + 1 - chunk)
+        _prefault(handle, start, stop - start)
         chunk = end + 1
+
+
+#: MADV_POPULATE_WRITE (Linux 5.14+): fault a range in for writing with one system call.
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else None)
+
+
+def _prefault(handle: MmapHandle, start: int, length: int) -> None:
+    """Fault a freshly allocated chunk in at once, instead of one page fault per 4 KiB page
+    as the copies reach it. Purely an optimisation: any refusal is ignored."""
+    mm = handle.mm
+    if _MADV_POPULATE_WRITE is None or mm is None or not hasattr(mm, "madvise"):
+        return
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE, start, length)
+    except (OSError, ValueError):
+        pass
 
 
 def _check_range(handle: MmapHandle, offset: int, nbytes: int) -> None:
@@ -186,6 +203,10 @@ def _check_range(handle: MmapHandle, offset: int, nbytes: int) -> None:
             f"{handle.path}: write of {nbytes} bytes at {offset} is outside the"
             f" {handle.size}-byte mapping",
         )
+
+
+#: Runs up to this size with many buffers are joined before the copy.
+_JOIN_MAX = 8 << 20
 
 
 def _copy(handle: MmapHandle, offset: int, buffers: Buffers, nbytes: int) -> None:
@@ -202,6 +223,13 @@ def _copy(handle: MmapHandle, offset: int, buffers: Buffers, nbytes: int) -> Non
     view = handle.view
     pos = offset
     try:
+        if len(buffers) > 8 and nbytes <= _JOIN_MAX:
+            # Many small buffers (a batch's headers and payloads): one join in C and one
+            # copy beat a Python-level slice assignment per buffer.
+            joined = b"".join(buffers)
+            if len(joined) == nbytes:
+                view[offset:end] = joined
+                return
         for buf in buffers:
             stop = pos + len(buf)
             view[pos:stop] = buf
