@@ -98,7 +98,7 @@ class Walrus:
         limits: Limits | None = None,
         registry: BackendRegistry | None = None,
     ) -> None:
-        self._closed = True  # until fully open: close() and __del__ stay harmless
+        self._closed = True  # until fully open, so that close() stays harmless
         self._bg_error: OSError | None = None
         # Calls that do I/O without holding a topic or cursor lock register here, so that
         # close() waits for them before closing files under them.

@@ -78,9 +78,6 @@ class Cursor:
 class EntryReader:
     """Finds and validates entries; shared by every cursor of one open directory."""
 
-    def __init__(self) -> None:
-        self.max_batch_entries = 2000
-
     # -- errors -----------------------------------------------------------------------------
     @staticmethod
     def damaged(topic: Topic, block: Block, pos: int, offset: int, why: str) -> CorruptionError:
