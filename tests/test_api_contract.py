@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers.reading import drain
 from helpers.self_kill import run_then_kill
 
 import walrus_core
@@ -41,17 +42,6 @@ GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def drain(wal: Walrus, topic: str, **kw: Any) -> list[Entry]:
-    """read_next (checkpointing) until None."""
-    out: list[Entry] = []
-    while True:
-        entry = wal.read_next(topic, **kw)
-        if entry is None:
-            return out
-        out.append(entry)
-        assert len(out) < 1_000_000
 
 
 def payloads(entries: list[Entry]) -> list[bytes]:

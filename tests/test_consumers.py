@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers.reading import drain
 from helpers.self_kill import run_then_kill
 
 from walrus_core import Entry, ReadConsistency, Walrus
@@ -16,16 +16,6 @@ OpenWal = Callable[..., Walrus]
 
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
 JOIN_TIMEOUT = 60.0
-
-
-def drain(wal: Walrus, topic: str, **kw: Any) -> list[Entry]:
-    out: list[Entry] = []
-    while True:
-        entry = wal.read_next(topic, **kw)
-        if entry is None:
-            return out
-        out.append(entry)
-        assert len(out) < 1_000_000
 
 
 def fill(wal: Walrus, topic: str, n: int, size: int = 0) -> list[Entry]:

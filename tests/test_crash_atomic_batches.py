@@ -20,7 +20,6 @@ recovered directory and every earlier state must survive each later crash and re
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
 import random
@@ -31,9 +30,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from helpers import crash_writer as cw
 
 from walrus_core import CorruptionError, FsyncSchedule, Walrus
 
@@ -41,16 +40,6 @@ HELPERS = Path(__file__).parent / "helpers"
 SLOW = os.environ.get("WALRUS_SLOW", "") not in ("", "0")
 LINE_TIMEOUT = 60.0  # seconds to wait for a writer line (generous: a safety net, not a check)
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_walrus_test_{name}", HELPERS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cw = _load("crash_writer")
 
 if SLOW:
     PARENT_KILL_SEEDS = (11, 29, 47, 83)

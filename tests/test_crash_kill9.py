@@ -28,7 +28,6 @@ slow run (``WALRUS_SLOW=1`` or ``-m slow``) adds 6 x 17 = 102 kills.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
 import random
@@ -39,9 +38,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from helpers import kill9_worker as kw
 
 from walrus_core import CorruptionError, FsyncSchedule, Walrus
 
@@ -52,16 +51,6 @@ DEFAULT_KILLS = 2
 SLOW_KILLS = 17
 MAX_BATCH_ENTRIES = 2000  # Limits().max_batch_entries, the batch-read cap the worker runs with
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_walrus_test_{name}", HELPERS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kw = _load("kill9_worker")
 
 CONFIGS = [
     (schedule, consistency) for schedule in kw.SCHEDULES for consistency in ("strict", "alo:7")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.reading import drain
 from helpers.self_kill import run_then_kill
 
 from walrus_core import (
@@ -42,16 +43,6 @@ ALO = ReadConsistency.at_least_once
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def drain(wal: Walrus, topic: str, **kw: Any) -> list[Entry]:
-    out: list[Entry] = []
-    while True:
-        entry = wal.read_next(topic, **kw)
-        if entry is None:
-            return out
-        out.append(entry)
-        assert len(out) < 1_000_000
 
 
 def data_of(entries: list[Entry]) -> list[bytes]:
