@@ -35,6 +35,7 @@ from walrus_core import (
     enable_fd_backend,
 )
 from walrus_core.format import META_NAME, parse_data_file_name
+from walrus_core.names import sanitize_key
 
 OpenWal = Callable[..., Walrus]
 
@@ -620,7 +621,7 @@ def test_key_namespace_directory(tmp_path: Path, backend_name: str) -> None:
     data_dir = tmp_path / "data"
     with env_open(backend_name, data_dir=data_dir, key="prod/payments::v1") as wal:
         wal.append_for_topic("t", b"payments")
-    ns = data_dir / "prod_payments__v1"
+    ns = data_dir / sanitize_key("prod/payments::v1")  # prod_payments__v1~<hash>
     assert ns.is_dir()
     assert (ns / META_NAME).is_file()
     assert not (data_dir / META_NAME).exists()
@@ -630,7 +631,7 @@ def test_key_namespace_directory(tmp_path: Path, backend_name: str) -> None:
         wal.append_for_topic("t", b"other")
     with env_open(backend_name, data_dir=data_dir, key="prod/payments::v1") as wal:
         assert payloads(drain(wal, "t")) == [b"payments"]
-    assert sorted(p.name for p in data_dir.iterdir()) == ["other", "prod_payments__v1"]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["other", ns.name]
 
 
 @pytest.mark.parametrize(
@@ -673,7 +674,7 @@ def test_env_instance_key_default(
     monkeypatch.setenv("WALRUS_INSTANCE_KEY", "tenant:a/b")
     with env_open(backend_name) as wal:
         wal.append_for_topic("t", b"keyed")
-    assert (env_dir / "tenant_a_b" / META_NAME).is_file()
+    assert (env_dir / sanitize_key("tenant:a/b") / META_NAME).is_file()
     assert not (env_dir / META_NAME).exists()
     # An explicit key wins over $WALRUS_INSTANCE_KEY.
     with env_open(backend_name, key="explicit") as wal:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from walrus_core import DirectoryLockedError, FsyncSchedule, Walrus, WalrusError
+from walrus_core.names import sanitize_key
 
 HELPERS = Path(__file__).parent / "helpers"
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}
@@ -190,7 +191,7 @@ def test_instance_in_another_process_holds_the_directory(
 def test_namespaced_instances_do_not_conflict(tmp_path: Path, backend_name: str) -> None:
     """Guarantee: the lock is per directory: instances with different keys on one data_dir
     (each in <data_dir>/<sanitized key>/) open side by side, in this process and another; the
-    same key, or keys that sanitize to the same directory, conflict."""
+    same key conflicts, and keys that once shared a sanitized directory no longer do."""
     root = tmp_path / "shared"
     a = open_wal(root, backend_name, key="tenant-a")
     b = open_wal(root, backend_name, key="prod/payments::v1")
@@ -199,9 +200,11 @@ def test_namespaced_instances_do_not_conflict(tmp_path: Path, backend_name: str)
         a.append_for_topic("t", b"a")
         b.append_for_topic("t", b"b")
         expect_locked(root, backend_name, key="tenant-a")
-        expect_locked(root, backend_name, key="prod_payments__v1")  # same sanitized directory
+        expect_locked(root, backend_name, key="prod/payments::v1")
+        with open_wal(root, backend_name, key="prod_payments__v1"):  # its own directory
+            pass
         expect_locked(root, backend_name, key="tenant-c")  # held by the other process
-        assert (root / "tenant-a").is_dir() and (root / "prod_payments__v1").is_dir()
+        assert (root / "tenant-a").is_dir() and (root / sanitize_key("prod/payments::v1")).is_dir()
         holder.release("close")
     finally:
         a.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Any
 
 import attrs
@@ -12,9 +13,27 @@ from walrus_core.errors import InvalidConfigError
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
+TIB = 1024 * GIB
 
 #: The largest payload a single entry may carry, whatever the block size.
 MAX_ENTRY_BYTES = 1 * GIB
+
+#: The longest interval of ``FsyncSchedule.milliseconds``. Data left unsynced for longer than a
+#: day is no schedule anyone relies on (``no_fsync`` says so honestly), and the flusher waits
+#: with ``threading.Event.wait``, which overflows beyond ``threading.TIMEOUT_MAX`` (under 50
+#: days on Windows, under 300 years elsewhere); one day is far below that everywhere.
+MAX_FSYNC_INTERVAL_MS = 24 * 60 * 60 * 1000
+
+#: The largest data file (``block_size * blocks_per_file``) a geometry may ask for. Common
+#: filesystems cap a file well below what the two factors allow (ext4 with 4 KiB blocks at
+#: 16 TiB, FAT32 at 4 GiB); past its cap every append fails with EFBIG. 1 TiB stays under the
+#: cap of every filesystem a log is normally kept on and is far beyond any useful file size.
+MAX_DATA_FILE_BYTES = 1 * TIB
+
+#: The largest ``Limits.max_batch_entries``. A batch is collected into a list with one item
+#: more than the limit (to tell that it is too long), and a list holds at most
+#: ``sys.maxsize`` items, so a higher limit would make every batch fail.
+MAX_BATCH_ENTRIES_LIMIT = sys.maxsize - 1
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -74,10 +93,24 @@ class FsyncSchedule:
     kind: _Fsync
     interval_ms: int = 0
 
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.kind, _Fsync):
+            raise TypeError(
+                "build an FsyncSchedule with milliseconds(), sync_each() or no_fsync(), not"
+                f" from a {type(self.kind).__name__}"
+            )
+        if self.kind is _Fsync.MILLISECONDS:
+            _positive_int("milliseconds", self.interval_ms)
+            if self.interval_ms > MAX_FSYNC_INTERVAL_MS:
+                raise InvalidConfigError(
+                    f"milliseconds must be <= {MAX_FSYNC_INTERVAL_MS} (one day), got"
+                    f" {self.interval_ms}; use FsyncSchedule.no_fsync() to never sync on a timer"
+                )
+
     @classmethod
     def milliseconds(cls, n: int) -> FsyncSchedule:
-        """A background flusher syncs dirty files every ``n`` milliseconds (n > 0)."""
-        _positive_int("milliseconds", n)
+        """A background flusher syncs dirty files every ``n`` milliseconds (0 < n <= one day,
+        86 400 000)."""
         return cls(_Fsync.MILLISECONDS, n)
 
     @classmethod
@@ -122,10 +155,21 @@ def _validate_blocks_per_file(_inst: Any, _attr: Any, value: Any) -> None:
 
 @attrs.frozen
 class Geometry:
-    """How data files are cut into blocks. Recorded in the directory when it is created."""
+    """How data files are cut into blocks. Recorded in the directory when it is created.
+
+    ``block_size`` is a multiple of 4 KiB up to 1 GiB, ``blocks_per_file`` at most 1 000 000,
+    and a data file (their product) at most 1 TiB.
+    """
 
     block_size: int = attrs.field(default=10 * MIB, validator=_validate_block_size)
     blocks_per_file: int = attrs.field(default=100, validator=_validate_blocks_per_file)
+
+    def __attrs_post_init__(self) -> None:
+        if self.file_size > MAX_DATA_FILE_BYTES:
+            raise InvalidConfigError(
+                f"data files of block_size * blocks_per_file = {self.file_size} bytes exceed"
+                f" the limit of {MAX_DATA_FILE_BYTES} (1 TiB); lower blocks_per_file"
+            )
 
     @property
     def file_size(self) -> int:
@@ -148,3 +192,8 @@ class Limits:
     def __attrs_post_init__(self) -> None:
         if self.max_entry_bytes > MAX_ENTRY_BYTES:
             raise InvalidConfigError(f"max_entry_bytes must be <= {MAX_ENTRY_BYTES}")
+        if self.max_batch_entries > MAX_BATCH_ENTRIES_LIMIT:
+            raise InvalidConfigError(
+                f"max_batch_entries must be <= {MAX_BATCH_ENTRIES_LIMIT},"
+                f" got {self.max_batch_entries}"
+            )
