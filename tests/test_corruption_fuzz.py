@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crc32c import crc32c
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -203,7 +204,10 @@ def _layout(p: Pristine) -> None:
                 if version != fmt.ENTRY_VERSION or stop > end or seq != offset:
                     break
                 body = raw[pos + fmt.ENTRY_HEADER_SIZE : stop]
-                if fmt.entry_crc(length, seq, flags, body) != crc:
+                seed = fmt.entry_seed(
+                    fmt.block_salt(header.nonce), pos - start, offset, length, flags
+                )
+                if crc32c(body, seed) != crc:
                     break
                 assert body == p.data[header.topic][offset], "precondition: layout matches"
                 found[header.topic][offset] = EntryLoc(name, pos, stop - pos, len(p.blocks) - 1)
@@ -749,7 +753,10 @@ def _newest_copy(p: Pristine, slot: int) -> int:
     raw = (p.root / fmt.CURSORS_NAME).read_bytes()[
         slot * fmt.CURSOR_SLOT_SIZE : (slot + 1) * fmt.CURSOR_SLOT_SIZE
     ]
-    copies = [(fmt.unpack_cursor_copy(raw, at), at) for at in fmt.CURSOR_COPY_AT]
+    names = fmt.unpack_cursor_names(raw)
+    assert names is not None, "precondition: the slot is readable"
+    salt = fmt.cursor_salt(slot, names[0].encode(), names[1].encode())
+    copies = [(fmt.unpack_cursor_copy(raw, at, salt), at) for at in fmt.CURSOR_COPY_AT]
     valid = [(c[0], at) for c, at in copies if c is not None]
     assert len(valid) == 2, "precondition: the slot has two valid copies"
     return slot * fmt.CURSOR_SLOT_SIZE + max(valid)[1]
@@ -824,7 +831,7 @@ def test_open_survives_damaged_entries_before_a_cut_batch(wal_dir: Path, backend
     batch whose remaining entries sit in block 2 (block 1's seal says: 3 entries, 2
     committed). Block 2 never reached the disk (zeroed) and both singles are damaged. Opening
     must succeed: the batch is rolled back, the singles raise CorruptionError or are dropped."""
-    singles = [b"s%d" % i + b"." * 1398 for i in range(2)]
+    singles = [b"s%d" % i + b"." * 1198 for i in range(2)]
     batch = [b"y%02d" % i + b"+" * 397 for i in range(6)]
     with Walrus(data_dir=wal_dir, backend=backend_name, **GEOMETRY) as wal:
         for data in singles:
@@ -832,7 +839,9 @@ def test_open_survives_damaged_entries_before_a_cut_batch(wal_dir: Path, backend
         assert wal.batch_append_for_topic("cut", batch) == range(2, 8)
     path = _first_data_file(wal_dir)
     raw = bytearray(path.read_bytes())
-    seal = fmt.SealRecord.unpack(bytes(raw[: fmt.BLOCK_HEADER_SIZE]))
+    header = fmt.BlockHeader.unpack(bytes(raw[: fmt.BLOCK_HEADER_SIZE]))
+    assert header is not None, "precondition: layout"
+    seal = fmt.SealRecord.unpack(bytes(raw[: fmt.BLOCK_HEADER_SIZE]), fmt.block_salt(header.nonce))
     assert seal is not None and (seal.count, seal.committed) == (3, 2), "precondition: layout"
     assert raw.find(batch[1]) // BS == 1, "precondition: the batch continues in block 2"
     for data in singles:
@@ -853,7 +862,7 @@ def test_recovery_is_idempotent_after_a_damaged_commit_entry(
     with nothing written in between, must return the same (the rollback must account for the
     damaged entry, neither crashing at open nor dropping entries on the next open)."""
     singles = [b"s%d" % i + b"." * 98 for i in range(2)]
-    xs = [b"x%d" % i + b"-" * 398 for i in range(9)]
+    xs = [b"x%d" % i + b"-" * 328 for i in range(9)]
     ys = [b"y%02d" % i + b"+" * 397 for i in range(20)]
     with Walrus(data_dir=wal_dir, backend=backend_name, **GEOMETRY) as wal:
         for data in singles:

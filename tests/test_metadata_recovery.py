@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from walrus_core import FsyncSchedule, InvalidConfigError, Walrus
-from walrus_core.format import META_NAME
+from walrus_core.format import FORMAT_VERSION, META_NAME, data_file_name
 
 GEOMETRIES = [(4096, 4), (8192, 3), (12288, 5)]
 
@@ -20,7 +20,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "garbage": lambda p: p.write_bytes(b"\x00\xffnot json"),
     "empty": lambda p: p.write_bytes(b""),
     "wrong_keys": lambda p: p.write_text(
-        json.dumps({"format": "walrus-python", "version": 1, "block_size": "x"})
+        json.dumps({"format": "walrus-python", "version": FORMAT_VERSION, "block_size": "x"})
     ),
     "missing": lambda p: p.unlink(),
 }
@@ -74,6 +74,26 @@ def test_a_newer_format_version_is_refused_not_guessed(wal_dir: Path, backend_na
     doc = json.loads(meta.read_text())
     doc["version"] = 99
     meta.write_text(json.dumps(doc))
-    with pytest.raises(InvalidConfigError, match="unsupported format version"):
+    with pytest.raises(InvalidConfigError, match="format version 99"):
         Walrus(data_dir=wal_dir, backend=backend_name)
     assert json.loads(meta.read_text())["version"] == 99  # left as it was
+
+
+@pytest.mark.parametrize("meta_kept", [True, False], ids=["meta", "no-meta"])
+def test_a_version_1_directory_is_refused_naming_the_version(
+    wal_dir: Path, backend_name: str, meta_kept: bool
+) -> None:
+    """Format version 1 (no binding of entries to their block) is not read: its directory is
+    refused with the version named, by its metadata file or, without one, by its blocks."""
+    wal_dir.mkdir()
+    if meta_kept:
+        (wal_dir / META_NAME).write_text(
+            json.dumps(
+                {"format": "walrus-python", "version": 1, "block_size": 4096, "blocks_per_file": 4}
+            )
+        )
+    # A version-1 block header: magic, version 1, then whatever.
+    (wal_dir / data_file_name(1)).write_bytes(b"WALB\x01" + bytes(4096 * 4 - 5))
+    with pytest.raises(InvalidConfigError, match="format version 1"):
+        Walrus(data_dir=wal_dir, backend=backend_name)
+    assert (wal_dir / data_file_name(1)).read_bytes()[:5] == b"WALB\x01"  # nothing rewritten

@@ -1,9 +1,11 @@
 """Damaged bytes on disk: torn tails, bit flips, broken block headers and seal records.
 
 The tests write entries with small geometry (block_size 4096, blocks_per_file 4), locate them
-with the documented on-disk format (``walrus_core.format``: 512-byte block header region, entry =
-16-byte header ``<IIIBBH`` crc, length, seq, version, flags, 0, then the payload verbatim), damage
-bytes, reopen and check the issue's "Damage" rules:
+with the documented on-disk format (``walrus_core.format``: a header region of
+``BLOCK_HEADER_SIZE`` bytes per block holding two header copies and the seal record; entry =
+16-byte header ``<IIIBBH`` crc, length, seq, version, flags, tag, then the payload verbatim,
+the crc bound to the block's nonce, the entry's position and offset), damage bytes, reopen and
+check the "Damage" rules:
 
 * a bad entry at the very end of a topic's data, with nothing valid after it, is a torn write:
   truncated at open with a WARNING saying how much was dropped; earlier entries are kept;
@@ -123,11 +125,14 @@ class BlockLoc:
     entries: list[EntryLoc]
 
 
-def header_matches(header: bytes, payload: bytes) -> bool:
-    """Whether ``header`` is exactly the entry header the format prescribes for ``payload``
-    (crc included), given the length, seq and flags it carries."""
-    _crc, length, seq, _version, flags, _ = fmt.ENTRY_HEADER.unpack(header)
-    return bool(fmt.pack_entry_header(payload, length, seq, flags) == header)
+def header_matches(
+    header: bytes, payload: bytes, block: fmt.BlockHeader, pos: int, offset: int
+) -> bool:
+    """Whether ``header`` is exactly the entry header the format prescribes for ``payload`` as
+    entry ``offset`` at in-block byte ``pos`` of ``block`` (crc included), given its flags."""
+    flags = fmt.ENTRY_HEADER.unpack(header)[4]
+    salt, tag = fmt.block_salt(block.nonce), fmt.block_tag(block.nonce)
+    return bool(fmt.pack_entry_header(payload, salt, tag, pos, offset, flags) == header)
 
 
 def data_files(root: Path) -> list[Path]:
@@ -155,11 +160,14 @@ def scan(root: Path) -> list[BlockLoc]:
                 if version != fmt.ENTRY_VERSION or stop > end:
                     break
                 body = data[pos + fmt.ENTRY_HEADER_SIZE : stop]
-                if not header_matches(data[pos : pos + fmt.ENTRY_HEADER_SIZE], body):
+                offset = header.first_offset + len(entries)
+                raw_header = data[pos : pos + fmt.ENTRY_HEADER_SIZE]
+                if not header_matches(raw_header, body, header, pos - start, offset):
                     break
                 entries.append(EntryLoc(path, pos, length, seq, flags))
                 pos = stop
-            blocks.append(BlockLoc(path, start, header, fmt.SealRecord.unpack(region), entries))
+            seal = fmt.SealRecord.unpack(region, fmt.block_salt(header.nonce))
+            blocks.append(BlockLoc(path, start, header, seal, entries))
             start += header.slots * BS
     return blocks
 
@@ -568,7 +576,8 @@ def test_damage_in_one_topic_keeps_other_topics(
 
 
 @pytest.mark.parametrize(
-    "damage", ["header_magic", "header_topic_byte", "seal_garbled", "seal_zeroed"]
+    "damage",
+    ["header_magic", "header_topic_byte", "both_headers", "seal_garbled", "seal_zeroed"],
 )
 def test_broken_block_header_or_seal_mid_topic(
     damage: str, open_wal: OpenWal, wal_dir: Path, backend_name: str
@@ -576,8 +585,8 @@ def test_broken_block_header_or_seal_mid_topic(
     """Guarantee: damage to a block header or seal record in the middle of a topic does not
     crash open and never returns wrong bytes. A broken seal leaves the entries intact, so they
     are all still returned (a sealed block whose seal is unreadable is verified, not trusted);
-    with a broken header, entries of every other block are still returned at their offsets and
-    appends continue at the right offset."""
+    so does damage to one of the two header copies; with both copies broken, entries of every
+    other block are still returned at their offsets and appends continue at the right offset."""
     topic = "hdr"
     other = "side"
     sizes = [(topic, 300)] * 60 + [(other, 100)] * 5  # 6 blocks of 'hdr' across two files
@@ -590,6 +599,9 @@ def test_broken_block_header_or_seal_mid_topic(
         patch(target.path, target.start, b"XXXX")
     elif damage == "header_topic_byte":
         xor_byte(target.path, target.start + fmt.BLOCK_FIXED.size)
+    elif damage == "both_headers":
+        for at in fmt.HEADER_COPY_AT:
+            patch(target.path, target.start + at, b"XXXX")
     elif damage == "seal_garbled":
         xor_byte(target.path, target.start + fmt.SEAL_AT + 20)
     else:
@@ -600,7 +612,7 @@ def test_broken_block_header_or_seal_mid_topic(
     wal = open_wal()
     returned, corrupt = consume_skipping(wal, topic, 200)
     assert_no_wrong_bytes(returned, payloads[topic], topic)
-    if damage.startswith("seal"):
+    if damage != "both_headers":
         assert corrupt == []
         assert returned == dict(enumerate(payloads[topic]))
     else:
@@ -656,14 +668,18 @@ def test_payload_bytes_are_verbatim_in_data_files(open_wal: OpenWal, wal_dir: Pa
     written += [("verb-a", off, data) for off, data in zip(r, batch, strict=True)]
 
     def check() -> None:
-        blob = b"".join(p.read_bytes() for p in data_files(wal_dir))
+        found = {topic: locate(wal_dir, topic) for topic in ("verb-a", "verb-b")}
         for topic, offset, data in written:
-            at = blob.find(data)
-            assert at >= fmt.ENTRY_HEADER_SIZE, f"{topic}#{offset}: payload not found verbatim"
-            header = blob[at - fmt.ENTRY_HEADER_SIZE : at]
-            _crc, length, seq, version, _flags, zero = fmt.ENTRY_HEADER.unpack(header)
-            assert (length, seq, version, zero) == (len(data), offset, fmt.ENTRY_VERSION, 0)
-            assert header_matches(header, data), f"{topic}#{offset}: header crc"
+            assert offset in found[topic], f"{topic}#{offset}: no valid entry on disk"
+            block, entry = found[topic][offset]
+            raw = entry.path.read_bytes()
+            assert raw[entry.payload_pos : entry.payload_pos + len(data)] == data, (
+                f"{topic}#{offset}: payload not stored verbatim"
+            )
+            header = raw[entry.pos : entry.payload_pos]
+            _crc, length, seq, version, _flags, tag = fmt.ENTRY_HEADER.unpack(header)
+            assert (length, seq, version) == (len(data), offset, fmt.ENTRY_VERSION)
+            assert tag == fmt.block_tag(block.header.nonce)
 
     check()
     wal.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Callable
 
 from walrus_core.config import Geometry
-from walrus_core.format import BlockHeader, data_file_name, fsync_dir
+from walrus_core.directory import fsync_dir
+from walrus_core.format import BlockHeader, data_file_name
 from walrus_core.index import Block
 from walrus_core.storage import OpenSpec, Storage
 
@@ -96,7 +98,20 @@ class Allocator:
                 self.next_slot = 0
             storage = self.files[file_no]
             seq = self.next_seq
-            header = BlockHeader(topic=topic, block_seq=seq, first_offset=first_offset, slots=slots)
+            nonce = secrets.randbits(64)
+            header = BlockHeader(
+                topic=topic,
+                block_seq=seq,
+                first_offset=first_offset,
+                slots=slots,
+                block_size=self.geometry.block_size,
+                blocks_per_file=self.geometry.blocks_per_file,
+                file_no=file_no,
+                slot=slot,
+                nonce=nonce,
+            )
+            # The whole header region: both header copies and a cleared seal record, so
+            # nothing an earlier occupant of the slot left there survives.
             packed = header.pack()
             block = Block(
                 topic=topic,
@@ -106,6 +121,7 @@ class Allocator:
                 slots=slots,
                 block_size=self.geometry.block_size,
                 first_offset=first_offset,
+                nonce=nonce,
                 storage=storage,
             )
             storage.write(block.base, (packed,), len(packed))

@@ -10,10 +10,9 @@ from itertools import islice
 from types import TracebackType
 from typing import Any
 
-from walrus_core.allocator import Allocator
 from walrus_core.background import Flusher, flush_dirty
 from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
-from walrus_core.cursors import DEFAULT_CONSUMER, CursorStore, StoredCursor
+from walrus_core.cursors import Cursor
 from walrus_core.directory import DirectoryLock, prepare_root
 from walrus_core.entry import Entry
 from walrus_core.errors import (
@@ -25,25 +24,11 @@ from walrus_core.errors import (
     WalrusError,
     WalrusValueError,
 )
-from walrus_core.format import (
-    BLOCK_HEADER_SIZE,
-    CURSORS_NAME,
-    ENTRY_HEADER,
-    ENTRY_HEADER_SIZE,
-    META_NAME,
-    SEAL_CLOSED,
-    SEAL_SEALED,
-    SEQ_MASK,
-    DamagedMetaError,
-    parse_data_file_name,
-    read_meta,
-    write_meta,
-)
-from walrus_core.index import Block, Topic
+from walrus_core.format import SEAL_CLOSED, SEAL_SEALED
+from walrus_core.index import Topic
 from walrus_core.names import encode_name, namespace_dir
+from walrus_core.opening import open_directory
 from walrus_core.plugins import AUTO, BackendRegistry, default_registry
-from walrus_core.reader import Cursor, CursorKeeper, EntryReader
-from walrus_core.recovery import infer_geometry, recover
 from walrus_core.storage import Storage
 from walrus_core.writer import Writer, write_seal
 
@@ -137,116 +122,40 @@ class Walrus:
         self._chain = chain
         prepare_root(self.root)
         self._lock = DirectoryLock(self.root)
-        self._allocator: Allocator | None = None
-        self._cursor_store: CursorStore | None = None
         try:
-            self._open(requested, block_size, blocks_per_file)
+            opened = open_directory(
+                self.root,
+                requested,
+                {"block_size": block_size, "blocks_per_file": blocks_per_file},
+                chain.open,
+                fsync,
+                consistency,
+            )
         except BaseException:
-            self._release_after_failed_open()
+            self._lock.release()
             raise
-        self._closed = False
-
-    # -- opening ----------------------------------------------------------------------------
-    def _open(
-        self, requested: Geometry, block_size: int | None, blocks_per_file: int | None
-    ) -> None:
-        try:
-            recorded = read_meta(self.root)
-        except DamagedMetaError as exc:
-            recorded = self._rebuild_meta(requested, str(exc))
-        if recorded is None and any(
-            parse_data_file_name(name) is not None for name in os.listdir(self.root)
-        ):
-            recorded = self._rebuild_meta(requested, f"{META_NAME} is missing")
-        if recorded is None:
-            geometry = requested
-            write_meta(self.root, geometry)
-        else:
-            geometry = recorded
-            for name, asked, have in (
-                ("block_size", block_size, recorded.block_size),
-                ("blocks_per_file", blocks_per_file, recorded.blocks_per_file),
-            ):
-                if asked is not None and asked != have:
-                    log.warning(
-                        "%s=%d ignored: %s was created with %s=%d",
-                        name,
-                        asked,
-                        self.root,
-                        name,
-                        have,
-                    )
-        self.geometry = geometry
-        sync_each = self.fsync.is_sync_each
-        self._allocator = Allocator(
-            self.root,
-            geometry,
-            self._chain.open,
-            sync_each=sync_each,
-            sync_metadata=not self.fsync.is_none,
-        )
-        try:
-            self._topics: dict[str, Topic] = recover(self.root, self._allocator)
-            cursors_path = os.path.join(self.root, CURSORS_NAME)
-            if self._topics and not os.path.exists(cursors_path):
-                log.warning(
-                    "%s is missing: every consumer of %s replays from the start",
-                    cursors_path,
-                    self.root,
-                )
-            self._cursor_store = CursorStore(self.root, self._chain.open, sync_each=sync_each)
-            self._stored: dict[tuple[str, str], StoredCursor] = self._cursor_store.load()
-        except OSError as exc:
-            raise StorageError(f"opening {self.root!r} failed: {exc}") from exc
+        self.geometry = opened.geometry
+        self._allocator = opened.allocator
+        self._topics: dict[str, Topic] = opened.topics
+        self._cursor_store = opened.cursor_store
+        self._cursors = opened.cursors
+        self._reader = opened.reader
         self._registry_lock = threading.Lock()
+        sync_each = fsync.is_sync_each
         self._writer = Writer(
-            self._allocator, geometry, mark_dirty=not sync_each, sync_each=sync_each
-        )
-        self._reader = EntryReader()
-        self._keeper = CursorKeeper(
-            self._cursor_store,
-            strict=self.consistency.is_strict,
-            persist_every=self.consistency.persist_every,
+            self._allocator,
+            self.geometry,
+            mark_dirty=not sync_each,
+            sync_each=sync_each,
+            sync_failures=not fsync.is_none,
         )
         self._flusher: Flusher | None = None
-        if self.fsync.is_periodic:
-            self._flusher = Flusher(self.fsync.interval_ms, self._all_storages, self._bg_failed)
+        if fsync.is_periodic:
+            self._flusher = Flusher(fsync.interval_ms, self._all_storages, self._bg_failed)
             self._flusher.start()
-
-    def _rebuild_meta(self, requested: Geometry, why: str) -> Geometry:
-        """Recover from a damaged or missing ``walrus.json``: read the geometry off the data
-        files (or fall back to the requested one), keep the old file aside, record it anew."""
-        inferred = infer_geometry(self.root, requested)
-        geometry = inferred if inferred is not None else requested
-        meta = os.path.join(self.root, META_NAME)
-        if os.path.exists(meta):
-            os.replace(meta, meta + ".damaged")
-        log.warning(
-            "%s; using %s geometry block_size=%d blocks_per_file=%d (the old file, if any, is"
-            " kept as %s.damaged)",
-            why,
-            "the data files'" if inferred is not None else "the requested",
-            geometry.block_size,
-            geometry.blocks_per_file,
-            META_NAME,
-        )
-        write_meta(self.root, geometry)
-        return geometry
-
-    def _release_after_failed_open(self) -> None:
-        for closer in (
-            self._cursor_store.close if self._cursor_store is not None else None,
-            self._allocator.close if self._allocator is not None else None,
-        ):
-            if closer is not None:
-                try:
-                    closer()
-                except OSError:
-                    pass
-        self._lock.release()
+        self._closed = False
 
     def _all_storages(self) -> list[Storage]:
-        assert self._allocator is not None and self._cursor_store is not None
         return [*list(self._allocator.files.values()), *self._cursor_store.storages()]
 
     def _bg_failed(self, exc: OSError) -> None:
@@ -302,71 +211,6 @@ class Walrus:
             if consumer is not None:
                 encode_name(consumer, "consumer")
         return found
-
-    def _cursor(self, topic: Topic, consumer: Any) -> Cursor:
-        cursor = topic.cursors.get(consumer)
-        if cursor is not None:
-            return cursor
-        consumer_raw = b"" if consumer is None else encode_name(consumer, "consumer")
-        with self._registry_lock:
-            cursor = topic.cursors.get(consumer)
-            if cursor is not None:
-                return cursor
-            created = Cursor(topic, consumer, consumer_raw)
-            stored = self._stored.get((topic.name, consumer or DEFAULT_CONSUMER))
-            if stored is not None:
-                self._restore(created, stored)
-            topic.cursors[consumer] = created
-            return created
-
-    def _restore(self, cursor: Cursor, stored: StoredCursor) -> None:
-        topic = cursor.topic
-        offset = stored.offset
-        if offset > topic.end:
-            log.warning(
-                "cursor of topic %r consumer %r was at %d, past the %d entries recovered;"
-                " it continues at the end",
-                topic.name,
-                cursor.consumer,
-                offset,
-                topic.end,
-            )
-            offset = topic.end
-        offset = max(offset, topic.start)
-        cursor.slot = stored.slot
-        cursor.persist_seq = stored.seq
-        cursor.persisted = stored.offset
-        cursor.offset = offset
-        if offset == stored.offset and offset < topic.end:
-            cursor.block, cursor.pos = self._hint(topic, stored)
-
-    def _hint(self, topic: Topic, stored: StoredCursor) -> tuple[Block | None, int]:
-        """Trust a persisted (block, position) only if the entry header there matches."""
-        for block in topic.blocks:
-            if block.seq != stored.block_seq:
-                continue
-            if not (block.first_offset <= stored.offset < block.first_offset + block.count):
-                return None, 0
-            if not BLOCK_HEADER_SIZE <= stored.pos < block.end:
-                return None, 0
-            try:
-                header = block.storage.read(block.base + stored.pos, ENTRY_HEADER_SIZE)
-            except OSError:
-                return None, 0
-            if len(header) == ENTRY_HEADER_SIZE:
-                seq = ENTRY_HEADER.unpack_from(header)[2]
-                if seq == stored.offset & SEQ_MASK:
-                    return block, stored.pos
-            return None, 0
-        return None, 0
-
-    def _position(self, cursor: Cursor) -> tuple[Block, int]:
-        block = cursor.block
-        if block is None:
-            block, pos = self._reader.locate(cursor.topic, cursor.offset)
-            cursor.block, cursor.pos = block, pos
-            return block, pos
-        return block, cursor.pos
 
     # -- writing ----------------------------------------------------------------------------
     def append_for_topic(self, topic: str, data: Any) -> int:
@@ -455,7 +299,7 @@ class Walrus:
             return None
         cursor = t.cursors.get(consumer)
         if cursor is None:
-            cursor = self._cursor(t, consumer)
+            cursor = self._cursors.cursor(t, consumer)
         with cursor.lock:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
@@ -464,10 +308,7 @@ class Walrus:
                 return None
             entry, block, pos = self._reader.read_one(cursor, offset)
             if checkpoint:
-                self._keeper.after_consume(cursor, offset + 1, block, pos, 1)
-                cursor.offset = offset + 1
-                cursor.block = block
-                cursor.pos = pos
+                self._cursors.advance(cursor, offset + 1, block, pos, 1)
             return entry
 
     def batch_read_for_topic(
@@ -507,7 +348,7 @@ class Walrus:
             self._enter()
             try:
                 block, pos = self._reader.locate(t, offset)
-                scratch = Cursor(t, None, b"")
+                scratch = Cursor(t, None, b"")  # a throw-away read-ahead buffer
                 entries, _block, _pos = self._reader.read_batch(
                     scratch, offset, block, pos, end, max_entries, max_bytes
                 )
@@ -518,7 +359,7 @@ class Walrus:
             return []
         cursor = t.cursors.get(consumer)
         if cursor is None:
-            cursor = self._cursor(t, consumer)
+            cursor = self._cursors.cursor(t, consumer)
         with cursor.lock:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
@@ -526,16 +367,12 @@ class Walrus:
             stop = t.end
             if offset >= stop:
                 return []
-            block, pos = self._position(cursor)
+            block, pos = self._cursors.position(cursor)
             entries, block, pos = self._reader.read_batch(
                 cursor, offset, block, pos, stop, max_entries, max_bytes
             )
             if checkpoint and entries:
-                n = len(entries)
-                self._keeper.after_consume(cursor, offset + n, block, pos, n)
-                cursor.offset = offset + n
-                cursor.block = block
-                cursor.pos = pos
+                self._cursors.advance(cursor, offset + len(entries), block, pos, len(entries))
             return entries
 
     def topic_entry_count(self, topic: str, *, consumer: str | None = None) -> int:
@@ -545,7 +382,7 @@ class Walrus:
         t = self._existing_topic(topic, consumer)
         if t is None:
             return 0
-        cursor = self._cursor(t, consumer)
+        cursor = self._cursors.cursor(t, consumer)
         return max(0, t.end - cursor.offset)
 
     def topic_entry_counts(self) -> dict[str, int]:
@@ -553,7 +390,7 @@ class Walrus:
         if self._closed or self._bg_error is not None:
             self._check_slow()
         return {
-            name: max(0, t.end - self._cursor(t, None).offset)
+            name: max(0, t.end - self._cursors.cursor(t, None).offset)
             for name, t in list(self._topics.items())
             if t.end > 0
         }
@@ -579,25 +416,13 @@ class Walrus:
             )
         if t is None:
             return
-        cursor = self._cursor(t, consumer)
+        cursor = self._cursors.cursor(t, consumer)
         with cursor.lock:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
-            self._keeper.persist(cursor, offset, None, 0)
-            cursor.offset = offset
-            cursor.block = None
-            cursor.pos = 0
+            self._cursors.seek(cursor, offset)
 
     # -- durability -------------------------------------------------------------------------
-    def _persist_pending_cursors(self) -> None:
-        for t in list(self._topics.values()):
-            for cursor in list(t.cursors.values()):
-                with cursor.lock:
-                    if cursor.offset != cursor.persisted and (
-                        cursor.since_persist or cursor.persisted >= 0
-                    ):
-                        self._keeper.persist(cursor, cursor.offset, cursor.block, cursor.pos)
-
     def flush(self) -> None:
         """Make everything appended and checkpointed so far durable now."""
         if self._closed:
@@ -605,7 +430,7 @@ class Walrus:
         self._enter()
         try:
             pending, self._bg_error = self._bg_error, None
-            self._persist_pending_cursors()
+            self._cursors.persist_pending(self._topics)
             try:
                 flush_dirty(self._all_storages(), force=True)
             except OSError as exc:
@@ -640,7 +465,7 @@ class Walrus:
                     except OSError as exc:
                         errors.append(exc)
         try:
-            self._persist_pending_cursors()
+            self._cursors.persist_pending(self._topics)
         except WalrusError as exc:
             errors.append(exc)
         try:
@@ -648,7 +473,6 @@ class Walrus:
                 flush_dirty(self._all_storages())
         except OSError as exc:
             errors.append(exc)
-        assert self._cursor_store is not None and self._allocator is not None
         for closer in (self._cursor_store.close, self._allocator.close):
             try:
                 closer()

@@ -1,8 +1,13 @@
-"""Durable consumer cursors: one 1 KiB slot per (topic, consumer) in ``cursors.dat``.
+"""Consumer cursors: where each consumer of a topic is, and keeping that durable.
 
-A slot holds the names once and two copies of the cursor value, written alternately with a
-sequence number and a crc: a checkpoint is one small in-place write, and a torn write leaves
-the other copy valid, so a cursor never moves backwards on disk.
+:class:`Cursor` is one consumer's position; :class:`CursorBook` is its one owner: it creates
+cursors, restores them from disk, moves them after a read or a seek and persists them as the
+read consistency says. :class:`CursorStore` is the file underneath, ``cursors.dat``: one 1 KiB
+slot per (topic, consumer) holding the names once and two copies of the value, written
+alternately with a sequence number and a checksum bound to the slot and its names, so a
+checkpoint is one small in-place write, a torn write leaves the other copy valid, and a cursor
+never moves backwards on disk. A slot that cannot be read stays reserved: it is never handed to
+another consumer, whose position it could otherwise take over.
 """
 
 from __future__ import annotations
@@ -11,21 +16,34 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
+from walrus_core.errors import StorageError
 from walrus_core.format import (
+    BLOCK_HEADER_SIZE,
     CURSOR_COPY,
     CURSOR_COPY_AT,
     CURSOR_INITIAL_SLOTS,
     CURSOR_SLOT_SIZE,
     CURSORS_NAME,
+    ENTRY_HEADER,
+    ENTRY_HEADER_SIZE,
+    ENTRY_VERSION,
+    SEQ_MASK,
+    cursor_salt,
     pack_cursor_copy,
-    pack_cursor_names,
+    pack_cursor_slot,
     unpack_cursor_copy,
     unpack_cursor_names,
 )
+from walrus_core.index import Block, Topic
+from walrus_core.names import encode_name
 from walrus_core.storage import FILE_CURSORS, OpenSpec, Storage
+
+if TYPE_CHECKING:
+    from walrus_core.reader import EntryReader
 
 log = logging.getLogger("walrus_core")
 
@@ -55,10 +73,12 @@ class CursorStore:
         self._sync_each = sync_each
         self._lock = threading.Lock()
         self._slots: dict[tuple[str, str], int] = {}
+        self._salts: dict[int, int] = {}
+        self._reserved: set[int] = set()  # slots in use or unreadable: never handed out
         self._retired: list[Storage] = []
         self._capacity = CURSOR_INITIAL_SLOTS
-        self.damaged_file = False
-        if os.path.exists(self.path):
+        self.existed = os.path.exists(self.path)
+        if self.existed:
             size = os.path.getsize(self.path)
             if size < CURSOR_INITIAL_SLOTS * CURSOR_SLOT_SIZE or size % CURSOR_SLOT_SIZE:
                 # We only ever create and grow it in whole slots, from 64 of them.
@@ -68,7 +88,6 @@ class CursorStore:
                     self.path,
                     size,
                 )
-                self.damaged_file = True
             self._capacity = max(self._capacity, -(-size // CURSOR_SLOT_SIZE))
         self.storage = self._open(self._capacity)
 
@@ -84,27 +103,32 @@ class CursorStore:
         )
 
     def load(self) -> dict[tuple[str, str], StoredCursor]:
-        """Every readable cursor; damaged slots are logged and skipped (those consumers replay)."""
+        """Every readable cursor; damaged slots are logged, skipped and kept reserved."""
         raw = self.storage.read(0, self._capacity * CURSOR_SLOT_SIZE)
         found: dict[tuple[str, str], StoredCursor] = {}
         for slot in range(len(raw) // CURSOR_SLOT_SIZE):
             base = slot * CURSOR_SLOT_SIZE
             view = memoryview(raw)[base : base + CURSOR_SLOT_SIZE]
-            if not any(view[:4]):
+            if not any(view):
                 continue
+            self._reserved.add(slot)
             names = unpack_cursor_names(view)
-            if names is None:
+            if names is None or names in self._slots:
                 log.warning(
-                    "cursor slot %d of %s is damaged; its consumer will replay from the start",
+                    "cursor slot %d of %s is damaged; its consumer will replay from the start"
+                    " (the slot stays reserved)",
                     slot,
                     self.path,
                 )
                 continue
             self._slots[names] = slot
-            copies = [unpack_cursor_copy(view, at) for at in CURSOR_COPY_AT]
+            salt = cursor_salt(slot, names[0].encode("utf-8"), names[1].encode("utf-8"))
+            self._salts[slot] = salt
+            copies = [unpack_cursor_copy(view, at, salt) for at in CURSOR_COPY_AT]
             valid = [c for c in copies if c is not None]
+            written = [any(view[at : at + CURSOR_COPY.size]) for at in CURSOR_COPY_AT]
             if not valid:
-                if any(any(view[at : at + CURSOR_COPY.size]) for at in CURSOR_COPY_AT):
+                if any(written):
                     log.warning(
                         "cursor of topic %r consumer %r in %s is damaged; it replays from the"
                         " start",
@@ -114,10 +138,7 @@ class CursorStore:
                     )
                 continue
             seq, offset, block_seq, pos = max(valid)
-            if len(valid) < len(copies) and any(
-                any(view[at : at + CURSOR_COPY.size]) and copy is None
-                for at, copy in zip(CURSOR_COPY_AT, copies, strict=True)
-            ):
+            if any(w and c is None for w, c in zip(written, copies, strict=True)):
                 log.warning(
                     "a copy of the cursor of topic %r consumer %r in %s is damaged; using the"
                     " other one (offset %d): entries after it may be delivered again",
@@ -130,22 +151,23 @@ class CursorStore:
         return found
 
     def slot_for(self, topic: bytes, consumer: bytes) -> int:
-        """The slot of (topic, consumer), allocating and naming it on first use."""
+        """The slot of (topic, consumer), allocating and writing it whole on first use."""
         key = (topic.decode("utf-8"), consumer.decode("utf-8"))
         with self._lock:
             slot = self._slots.get(key)
             if slot is not None:
                 return slot
-            slot = len(self._slots)
-            used = set(self._slots.values())
-            while slot in used:
+            slot = 0
+            while slot in self._reserved:
                 slot += 1
             if slot >= self._capacity:
                 self._grow(slot + 1)
-            names = pack_cursor_names(topic, consumer)
-            self.storage.write(slot * CURSOR_SLOT_SIZE, (names,), len(names))
+            record = pack_cursor_slot(topic, consumer)
+            self.storage.write(slot * CURSOR_SLOT_SIZE, (record,), len(record))
             self.storage.dirty = True
+            self._reserved.add(slot)
             self._slots[key] = slot
+            self._salts[slot] = cursor_salt(slot, topic, consumer)
             return slot
 
     def _grow(self, needed: int) -> None:
@@ -160,7 +182,7 @@ class CursorStore:
 
     def write(self, slot: int, seq: int, offset: int, block_seq: int, pos: int) -> None:
         """Persist one cursor value (copy ``seq % 2`` of the slot)."""
-        record = pack_cursor_copy(seq, offset, block_seq, pos)
+        record = pack_cursor_copy(self._salts[slot], seq, offset, block_seq, pos)
         storage = self.storage
         storage.write(slot * CURSOR_SLOT_SIZE + CURSOR_COPY_AT[seq & 1], (record,), len(record))
         storage.dirty = True
@@ -174,3 +196,205 @@ class CursorStore:
         for storage in self.storages():
             storage.close()
         self._retired.clear()
+
+
+class Cursor:
+    """A consumer's position in a topic, plus its read-ahead buffer.
+
+    Only the :class:`CursorBook` moves it; the reader fills the read-ahead buffer.
+    """
+
+    __slots__ = (
+        "block",
+        "buf",
+        "buf_block",
+        "buf_start",
+        "consumer",
+        "consumer_raw",
+        "lock",
+        "offset",
+        "persist_seq",
+        "persisted",
+        "pos",
+        "since_persist",
+        "slot",
+        "topic",
+    )
+
+    def __init__(self, topic: Topic, consumer: str | None, consumer_raw: bytes) -> None:
+        self.topic = topic
+        self.consumer = consumer
+        self.consumer_raw = consumer_raw
+        self.lock = threading.Lock()
+        self.offset = topic.start  # next entry to deliver
+        self.block: Block | None = None  # the block holding ``offset`` (None: locate it)
+        self.pos = 0  # in-block position of ``offset`` when ``block`` is set
+        self.slot: int | None = None
+        self.persist_seq = 0
+        self.persisted = -1  # offset last written to disk (-1: never)
+        self.since_persist = 0
+        self.buf = b""
+        self.buf_block: Block | None = None
+        self.buf_start = 0  # in-block position of buf[0]
+
+
+class CursorBook:
+    """The owner of every cursor of one open directory: creation, restoring from disk, moving
+    after reads and seeks, and persisting as the read consistency says."""
+
+    def __init__(
+        self,
+        store: CursorStore,
+        reader: EntryReader,
+        *,
+        strict: bool,
+        persist_every: int,
+    ) -> None:
+        self.store = store
+        self._reader = reader
+        self._strict = strict
+        self._persist_every = persist_every
+        self._lock = threading.Lock()
+        self._stored: dict[tuple[str, str], StoredCursor] = {}
+
+    # -- opening ----------------------------------------------------------------------------
+    def load(self, topics: dict[str, Topic]) -> None:
+        """Read ``cursors.dat`` and reconcile it with the recovered topics: a cursor past the
+        end of its topic (data after it was lost to a power loss) is moved back to the end and
+        persisted there at once, so that a later crash cannot make it jump forward again over
+        entries appended since."""
+        self._stored = self.store.load()
+        for (name, consumer), stored in list(self._stored.items()):
+            topic = topics.get(name)
+            end = topic.end if topic is not None else 0
+            if stored.offset <= end:
+                continue
+            log.warning(
+                "cursor of topic %r consumer %r was at %d, past the %d entries recovered (data"
+                " lost after the last flush); it continues at %d",
+                name,
+                consumer or None,
+                stored.offset,
+                end,
+                end,
+            )
+            try:
+                self.store.write(stored.slot, stored.seq + 1, end, 0, 0)
+            except OSError as exc:
+                raise StorageError(
+                    f"persisting the cursor of topic {name!r} failed: {exc}"
+                ) from exc
+            self._stored[(name, consumer)] = StoredCursor(stored.slot, stored.seq + 1, end, 0, 0)
+
+    # -- cursors ----------------------------------------------------------------------------
+    def cursor(self, topic: Topic, consumer: str | None) -> Cursor:
+        """The cursor of ``consumer`` (None: the default one), created on first use."""
+        cursor = topic.cursors.get(consumer)
+        if cursor is not None:
+            return cursor
+        consumer_raw = b"" if consumer is None else encode_name(consumer, "consumer")
+        with self._lock:
+            cursor = topic.cursors.get(consumer)
+            if cursor is not None:
+                return cursor
+            created = Cursor(topic, consumer, consumer_raw)
+            stored = self._stored.get((topic.name, consumer or DEFAULT_CONSUMER))
+            if stored is not None:
+                self._restore(created, stored)
+            topic.cursors[consumer] = created
+            return created
+
+    def _restore(self, cursor: Cursor, stored: StoredCursor) -> None:
+        topic = cursor.topic
+        offset = max(min(stored.offset, topic.end), topic.start)
+        cursor.slot = stored.slot
+        cursor.persist_seq = stored.seq
+        cursor.persisted = offset
+        cursor.offset = offset
+        if offset == stored.offset and offset < topic.end:
+            cursor.block, cursor.pos = self._hint(topic, stored)
+
+    @staticmethod
+    def _hint(topic: Topic, stored: StoredCursor) -> tuple[Block | None, int]:
+        """Trust a persisted (block, position) only if the entry header there is the one of
+        that offset in that block."""
+        for block in topic.blocks:
+            if block.seq != stored.block_seq:
+                continue
+            if not (block.first_offset <= stored.offset < block.first_offset + block.count):
+                return None, 0
+            if not BLOCK_HEADER_SIZE <= stored.pos < block.end:
+                return None, 0
+            try:
+                header = block.storage.read(block.base + stored.pos, ENTRY_HEADER_SIZE)
+            except OSError:
+                return None, 0
+            if len(header) == ENTRY_HEADER_SIZE:
+                _crc, _length, seq, version, _flags, tag = ENTRY_HEADER.unpack_from(header)
+                if (
+                    seq == stored.offset & SEQ_MASK
+                    and version == ENTRY_VERSION
+                    and tag == block.tag
+                ):
+                    return block, stored.pos
+            return None, 0
+        return None, 0
+
+    def position(self, cursor: Cursor) -> tuple[Block, int]:
+        """(block, in-block position) of the cursor's next entry, located on first need."""
+        block = cursor.block
+        if block is None:
+            block, pos = self._reader.locate(cursor.topic, cursor.offset)
+            cursor.block, cursor.pos = block, pos
+            return block, pos
+        return block, cursor.pos
+
+    # -- moving -----------------------------------------------------------------------------
+    def advance(
+        self, cursor: Cursor, new_offset: int, block: Block | None, pos: int, consumed: int
+    ) -> None:
+        """Move the cursor past ``consumed`` entries it delivered, persisting first when the
+        read consistency says so (if that fails, the cursor has not moved)."""
+        if self._strict:
+            if new_offset > cursor.persisted:
+                self.persist(cursor, new_offset, block, pos)
+        elif cursor.since_persist + consumed >= self._persist_every:
+            self.persist(cursor, new_offset, block, pos)
+        else:
+            cursor.since_persist += consumed
+        cursor.offset = new_offset
+        cursor.block = block
+        cursor.pos = pos
+
+    def seek(self, cursor: Cursor, offset: int) -> None:
+        """Move the cursor to ``offset`` and persist it at once."""
+        self.persist(cursor, offset, None, 0)
+        cursor.offset = offset
+        cursor.block = None
+        cursor.pos = 0
+
+    def persist(self, cursor: Cursor, offset: int, block: Block | None, pos: int) -> None:
+        """Write ``offset`` as the cursor's durable position (raises StorageError)."""
+        topic = cursor.topic
+        try:
+            if cursor.slot is None:
+                cursor.slot = self.store.slot_for(topic.raw, cursor.consumer_raw)
+            seq = cursor.persist_seq + 1
+            self.store.write(cursor.slot, seq, offset, block.seq if block is not None else 0, pos)
+        except OSError as exc:
+            raise StorageError(
+                f"persisting the cursor of topic {topic.name!r} failed: {exc}"
+            ) from exc
+        cursor.persist_seq = seq
+        cursor.persisted = offset
+        cursor.since_persist = 0
+
+    def persist_pending(self, topics: dict[str, Topic]) -> None:
+        """Persist every cursor that moved since it was last written (flush and close)."""
+        for topic in list(topics.values()):
+            for cursor in list(topic.cursors.values()):
+                with cursor.lock:
+                    if cursor.offset != cursor.persisted and (
+                        cursor.since_persist or cursor.persisted >= 0
+                    ):
+                        self.persist(cursor, cursor.offset, cursor.block, cursor.pos)

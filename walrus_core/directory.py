@@ -1,13 +1,18 @@
-"""The data directory: creating it, and the lock that allows one open instance at a time."""
+"""The data directory: creating it, its metadata file, and the lock that allows one open
+instance at a time."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 
+from walrus_core.config import Geometry
 from walrus_core.errors import DirectoryLockedError, InvalidConfigError, StorageError
-from walrus_core.format import LOCK_NAME
+from walrus_core.format import FORMAT_VERSION, LOCK_NAME, META_NAME
+
+FORMAT_NAME = "walrus-python"
 
 
 def prepare_root(root: str) -> None:
@@ -78,3 +83,76 @@ else:
 
     def _lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# --- the metadata file ---------------------------------------------------------------------
+
+
+class DamagedMetaError(InvalidConfigError):
+    """``walrus.json`` exists but cannot be read (opening infers the geometry instead)."""
+
+
+class UnsupportedFormatError(InvalidConfigError):
+    """The directory was written in a format version this code does not read."""
+
+
+def write_meta(root: str, geometry: Geometry) -> None:
+    """Record the geometry of a directory (atomically: temp file, fsync, rename; raises
+    OSError)."""
+    doc = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "block_size": geometry.block_size,
+        "blocks_per_file": geometry.blocks_per_file,
+    }
+    path = os.path.join(root, META_NAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(root)
+
+
+def read_meta(root: str) -> Geometry | None:
+    """The recorded geometry, None if there is none.
+
+    Raises :class:`DamagedMetaError` if the file is damaged, and
+    :class:`UnsupportedFormatError` for a format version this code does not read (never guess
+    at another format).
+    """
+    path = os.path.join(root, META_NAME)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DamagedMetaError(f"{path} is unreadable: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise DamagedMetaError(f"{path} is not a Walrus metadata file")
+    version = doc.get("version")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"{path}: the directory is in on-disk format version {version!r}; this version of"
+            f" walrus-core reads format version {FORMAT_VERSION} only"
+        )
+    try:
+        return Geometry(block_size=doc["block_size"], blocks_per_file=doc["blocks_per_file"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedMetaError(f"{path} holds no valid geometry: {exc}") from exc
+
+
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (new or renamed files) durable, where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

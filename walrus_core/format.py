@@ -1,7 +1,8 @@
 """The on-disk format: directory layout, block headers, seal records, entry headers, cursor slots.
 
-Everything is little-endian and versioned. See the README's "On-disk format" section for the
-picture; the constants below are the single source of truth.
+Everything is little-endian and versioned. This module only converts records to bytes and back
+(no file I/O); the README's "On-disk format" section has the picture, the constants below are
+the single source of truth.
 
 Directory::
 
@@ -11,74 +12,84 @@ Directory::
     <root>/data-0000000001.wal  data files of block_size * blocks_per_file bytes (sparse)
 
 A data file is a row of slots of ``block_size`` bytes. A block takes one slot, or several
-contiguous slots for an entry larger than a block (a file grows past ``blocks_per_file`` slots
-only for such a block). Every block starts with a 512-byte header region::
+contiguous slots for an entry larger than a block. Every block starts with a 1 KiB header
+region::
 
-    0    fixed header (32 B): magic "WALB", version, flags, topic_len, block_seq, first_offset,
-         slots, crc32c(fixed[0:28] + topic)
-    32   topic name (<= 255 B)
-    384  seal record (48 B), written when the block is full (SEALED) or at a clean close (CLOSED)
-    512  entries, back to back
+    0    block header, copy A: magic "WALB", version, flags, topic_len, block_seq, first_offset,
+         slots, block_size, blocks_per_file, file_no, slot, nonce, crc32c; then the topic name
+    320  block header, copy B (the same bytes): one damaged copy never loses a block
+    640  seal record (48 B), written when the block is full (SEALED) or at a clean close (CLOSED)
+    1024 entries, back to back
+
+The header says where it belongs (``file_no``, ``slot``) and with which geometry it was written,
+so a block copied elsewhere, or read with another ``block_size``, is recognised as foreign.
+``nonce`` is random per block: it seeds the checksum of the seal record and of every entry.
 
 An entry is a 16-byte header followed by the payload, verbatim::
 
-    crc u32 | length u32 | seq u32 | version u8 | flags u8 | 0 u16
+    crc u32 | length u32 | seq u32 | version u8 | flags u8 | tag u16
 
-``crc`` is the crc32c of the payload with an initial value mixed from the other header
-fields (:func:`entry_seed`). A different initial value always yields a different crc for the
-same bytes, so damage to the header is caught like damage to the payload, at the cost of one
-checksum call per entry instead of two.
-
-``seq`` is the low 32 bits of the entry's offset in its topic: it lets recovery resynchronise
-after a damaged header and refuse bytes that belong to another position. ``flags`` has
-``BATCH_OPEN`` on every entry of a batch but its last, which is how a crash in the middle of a
-batch is rolled back to the batch's start.
+``crc`` is the crc32c of the payload with an initial value (:func:`entry_seed`) mixed from the
+block's nonce, the entry's position in its block, its full offset in the topic, its length and
+flags. Bytes are therefore an entry only in the block, at the position and for the offset they
+were written for: another block's entries, an earlier occupant of a slot, another geometry and
+entries embedded in a payload do not validate. ``seq`` (the low 32 bits of the offset) and
+``tag`` (16 bits of the block's nonce) make resynchronising after damage a search for one
+needle. ``flags`` has ``BATCH_OPEN`` on every entry of a batch but its last, which is how a crash
+in the middle of a batch is rolled back to the batch's start.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import struct
 from typing import Final
 
 import attrs
 from crc32c import crc32c
 
-from walrus_core.config import Geometry
-from walrus_core.errors import InvalidConfigError
-
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 META_NAME: Final = "walrus.json"
 LOCK_NAME: Final = "LOCK"
 CURSORS_NAME: Final = "cursors.dat"
 DATA_PREFIX: Final = "data-"
 DATA_SUFFIX: Final = ".wal"
+MASK32: Final = 0xFFFFFFFF
 
 # --- entries -------------------------------------------------------------------------------
 ENTRY_HEADER: Final = struct.Struct("<IIIBBH")
 ENTRY_HEADER_SIZE: Final = ENTRY_HEADER.size  # 16
-ENTRY_VERSION: Final = 1
+ENTRY_VERSION: Final = 2
 FLAG_BATCH_OPEN: Final = 0x01
-SEQ_MASK: Final = 0xFFFFFFFF
+SEQ_MASK: Final = MASK32
+#: Where ``version | flags | tag`` sit in an entry header (the resync needle).
+ENTRY_NEEDLE_AT: Final = 12
+# The multipliers of entry_seed (odd, so that each field changes the seed; the hot paths in
+# reader.py and writer.py inline the same expression, kept equal by the format tests).
+MIX_POS: Final = 0xC2B2AE3D
+MIX_SEQ: Final = 0x85EBCA77
+MIX_LEN: Final = 0x9E3779B1
 
 # --- blocks --------------------------------------------------------------------------------
 BLOCK_MAGIC: Final = b"WALB"
-BLOCK_VERSION: Final = 1
-BLOCK_FIXED: Final = struct.Struct("<4sBBHQQII")  # 32 bytes
+BLOCK_VERSION: Final = 2
+# magic, version, flags, topic_len, block_seq, first_offset, slots, block_size,
+# blocks_per_file, file_no, slot, nonce, crc
+BLOCK_FIXED: Final = struct.Struct("<4sBBHQQIIIIIQI")  # 56 bytes
 BLOCK_FLAG_DEAD: Final = 0x01
-BLOCK_HEADER_SIZE: Final = 512
-SEAL_AT: Final = 384
+BLOCK_HEADER_SIZE: Final = 1024
+HEADER_COPY_AT: Final = (0, 320)
+SEAL_AT: Final = 640
 SEAL_MAGIC: Final = b"SEAL"
 SEAL: Final = struct.Struct("<4sIIIQQQQ")  # magic, crc, kind, pad, count, end, committed, last
 SEAL_SIZE: Final = SEAL.size  # 48
 SEAL_SEALED: Final = 1
 SEAL_CLOSED: Final = 2
+MAX_TOPIC_BYTES: Final = 255
 
 # --- cursors -------------------------------------------------------------------------------
 CURSOR_SLOT_SIZE: Final = 1024
 CURSOR_NAMES: Final = struct.Struct("<4sIHH")
-CURSOR_MAGIC: Final = b"CSR1"
+CURSOR_MAGIC: Final = b"CSR2"
 CURSOR_COPY: Final = struct.Struct("<IIQQQQ")  # crc, pad, seq, offset, block_seq, pos
 CURSOR_COPY_AT: Final = (896, 960)
 CURSOR_INITIAL_SLOTS: Final = 64
@@ -104,41 +115,135 @@ def parse_data_file_name(name: str) -> int | None:
     return int(digits)
 
 
-def slots_for_entry(geometry: Geometry, payload_len: int) -> int:
+def slots_for_entry(block_size: int, payload_len: int) -> int:
     """Slots a block needs so that one entry of ``payload_len`` fits after the header."""
     need = BLOCK_HEADER_SIZE + entry_size(payload_len)
-    return max(1, -(-need // geometry.block_size))
+    return max(1, -(-need // block_size))
 
 
-def entry_seed(length: int, seq: int, flags: int) -> int:
-    """The crc32c initial value of an entry: its header fields mixed into 32 bits."""
-    return (length * 0x9E3779B1 ^ seq * 0x85EBCA77 ^ (flags << 8 | ENTRY_VERSION)) & 0xFFFFFFFF
+# --- entries -------------------------------------------------------------------------------
 
 
-def pack_entry_header(payload: bytes | memoryview, length: int, offset: int, flags: int) -> bytes:
+def block_salt(nonce: int) -> int:
+    """The 32 bits of a block's nonce that seed its checksums."""
+    return nonce & MASK32
+
+
+def block_tag(nonce: int) -> int:
+    """The 16 bits of a block's nonce that every entry header of the block carries."""
+    return (nonce >> 32) & 0xFFFF
+
+
+def entry_seed(salt: int, pos: int, offset: int, length: int, flags: int) -> int:
+    """The crc32c initial value of the entry at in-block byte ``pos`` with topic ``offset``."""
+    return (
+        salt ^ pos * MIX_POS ^ offset * MIX_SEQ ^ length * MIX_LEN ^ (flags << 8 | ENTRY_VERSION)
+    ) & MASK32
+
+
+def pack_entry_header(
+    payload: bytes | memoryview, salt: int, tag: int, pos: int, offset: int, flags: int
+) -> bytes:
     """The 16-byte header of an entry whose payload is ``payload`` (a buffer)."""
-    seq = offset & SEQ_MASK
-    crc = crc32c(payload, entry_seed(length, seq, flags))
-    return ENTRY_HEADER.pack(crc, length, seq, ENTRY_VERSION, flags, 0)
+    length = len(payload)
+    crc = crc32c(payload, entry_seed(salt, pos, offset, length, flags))
+    return ENTRY_HEADER.pack(crc, length, offset & SEQ_MASK, ENTRY_VERSION, flags, tag)
 
 
-def entry_crc(length: int, seq: int, flags: int, payload: bytes | memoryview) -> int:
-    """The crc an entry with these header fields and payload must carry."""
-    return int(crc32c(payload, entry_seed(length, seq, flags)))
+def entry_needles(tag: int) -> tuple[bytes, bytes]:
+    """The bytes at ``ENTRY_NEEDLE_AT`` of every entry header of a block with this ``tag``."""
+    return (
+        struct.pack("<BBH", ENTRY_VERSION, 0, tag),
+        struct.pack("<BBH", ENTRY_VERSION, FLAG_BATCH_OPEN, tag),
+    )
+
+
+@attrs.frozen
+class EntryAt:
+    """A valid entry found in a buffer: where it starts, its offset, length and flags."""
+
+    rel: int  # position in the buffer
+    offset: int
+    length: int
+    flags: int
+
+
+def check_entry(
+    buf: bytes | memoryview, rel: int, salt: int, tag: int, pos: int, offset: int
+) -> EntryAt | None:
+    """The entry for ``offset`` at ``buf[rel:]`` (in-block byte ``pos``), if it is valid there:
+    header structure, tag, sequence number and the bound checksum all agree."""
+    if rel < 0 or rel + ENTRY_HEADER_SIZE > len(buf):
+        return None
+    crc, length, seq, version, flags, got_tag = ENTRY_HEADER.unpack_from(buf, rel)
+    if version != ENTRY_VERSION or got_tag != tag or seq != offset & SEQ_MASK:
+        return None
+    lo = rel + ENTRY_HEADER_SIZE
+    if lo + length > len(buf):
+        return None
+    if crc32c(buf[lo : lo + length], entry_seed(salt, pos, offset, length, flags)) != crc:
+        return None
+    return EntryAt(rel, offset, length, flags)
+
+
+def find_entry(
+    buf: bytes,
+    start: int,
+    salt: int,
+    tag: int,
+    base_pos: int,
+    first: int,
+    last: int,
+) -> EntryAt | None:
+    """Resynchronise: the valid entry nearest to ``buf[start:]`` whose offset lies in
+    ``first..last`` (``buf[0]`` is in-block byte ``base_pos``).
+
+    One pass over the buffer per needle (the block's tag in both flag variants); every hit is
+    checked with :func:`check_entry`, so only bytes written as that entry, at that position of
+    this block, are accepted. An entry takes at least 16 bytes, which bounds how many offsets
+    can lie between ``start`` and a hit.
+    """
+    best: EntryAt | None = None
+    for needle in entry_needles(tag):
+        search = start + ENTRY_NEEDLE_AT
+        while True:
+            hit = buf.find(needle, search)
+            if hit < 0 or (best is not None and hit - ENTRY_NEEDLE_AT >= best.rel):
+                break
+            search = hit + 1
+            rel = hit - ENTRY_NEEDLE_AT
+            seq = struct.unpack_from("<I", buf, rel + 8)[0]
+            ahead = (seq - first) & SEQ_MASK
+            offset = first + ahead
+            if offset > last or ahead > (rel - start) // ENTRY_HEADER_SIZE:
+                continue
+            found = check_entry(buf, rel, salt, tag, base_pos + rel, offset)
+            if found is not None:
+                best = found
+                break
+    return best
+
+
+# --- blocks --------------------------------------------------------------------------------
 
 
 @attrs.frozen
 class BlockHeader:
-    """The fixed header at the start of every block."""
+    """The header at the start of every block (stored twice)."""
 
     topic: str
     block_seq: int
     first_offset: int
     slots: int
+    block_size: int
+    blocks_per_file: int
+    file_no: int
+    slot: int
+    nonce: int
     flags: int = 0
 
     def pack(self) -> bytes:
-        """The header bytes (fixed part plus topic name)."""
+        """The whole header region: both copies and an empty seal record."""
         raw = self.topic.encode("utf-8")
         fixed = BLOCK_FIXED.pack(
             BLOCK_MAGIC,
@@ -148,29 +253,72 @@ class BlockHeader:
             self.block_seq,
             self.first_offset,
             self.slots,
+            self.block_size,
+            self.blocks_per_file,
+            self.file_no,
+            self.slot,
+            self.nonce,
             0,
         )
-        crc = crc32c(raw, crc32c(fixed[:28]))
-        return fixed[:28] + struct.pack("<I", crc) + raw
+        body = fixed[:-4]
+        copy = body + struct.pack("<I", crc32c(raw, crc32c(body))) + raw
+        region = bytearray(BLOCK_HEADER_SIZE)
+        for at in HEADER_COPY_AT:
+            region[at : at + len(copy)] = copy
+        return bytes(region)
 
     @classmethod
-    def unpack(cls, buf: bytes | memoryview) -> BlockHeader | None:
-        """Parse a header region; None if it is empty, damaged or not ours."""
-        if len(buf) < BLOCK_FIXED.size:
+    def unpack_copy(cls, buf: bytes | memoryview, at: int) -> BlockHeader | None:
+        """Parse the copy at ``at`` of a header region; None if empty, damaged or not ours."""
+        if len(buf) < at + BLOCK_FIXED.size:
             return None
-        magic, version, flags, tlen, seq, first, slots, crc = BLOCK_FIXED.unpack_from(buf, 0)
-        if magic != BLOCK_MAGIC or version != BLOCK_VERSION or slots < 1 or tlen < 1:
+        (magic, version, flags, tlen, seq, first, slots, bsize, bpf, file_no, slot, nonce, crc) = (
+            BLOCK_FIXED.unpack_from(buf, at)
+        )
+        if magic != BLOCK_MAGIC or version != BLOCK_VERSION or slots < 1:
             return None
-        if BLOCK_FIXED.size + tlen > SEAL_AT:
+        if not 1 <= tlen <= MAX_TOPIC_BYTES or at + BLOCK_FIXED.size + tlen > len(buf):
             return None
-        raw = bytes(buf[BLOCK_FIXED.size : BLOCK_FIXED.size + tlen])
-        if crc32c(raw, crc32c(bytes(buf[:28]))) != crc:
+        body = bytes(buf[at : at + BLOCK_FIXED.size - 4])
+        raw = bytes(buf[at + BLOCK_FIXED.size : at + BLOCK_FIXED.size + tlen])
+        if crc32c(raw, crc32c(body)) != crc:
             return None
         try:
             topic = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        return cls(topic=topic, block_seq=seq, first_offset=first, slots=slots, flags=flags)
+        return cls(
+            topic=topic,
+            block_seq=seq,
+            first_offset=first,
+            slots=slots,
+            block_size=bsize,
+            blocks_per_file=bpf,
+            file_no=file_no,
+            slot=slot,
+            nonce=nonce,
+            flags=flags,
+        )
+
+    @classmethod
+    def unpack(cls, buf: bytes | memoryview) -> BlockHeader | None:
+        """Parse a header region from either copy; a copy flagged dead wins (the flag is only
+        ever written on purpose, and a torn rewrite may have reached one copy only)."""
+        copies = [cls.unpack_copy(buf, at) for at in HEADER_COPY_AT]
+        valid = [c for c in copies if c is not None]
+        if not valid:
+            return None
+        dead = [c for c in valid if c.flags & BLOCK_FLAG_DEAD]
+        return dead[0] if dead else valid[0]
+
+    def dead(self) -> BlockHeader:
+        """This header with the dead flag set."""
+        return attrs.evolve(self, flags=self.flags | BLOCK_FLAG_DEAD)
+
+
+def header_damage(buf: bytes | memoryview) -> list[int]:
+    """Which copies (0 = A, 1 = B) of a readable header region are damaged (for warnings)."""
+    return [i for i, at in enumerate(HEADER_COPY_AT) if BlockHeader.unpack_copy(buf, at) is None]
 
 
 @attrs.frozen
@@ -179,7 +327,8 @@ class SealRecord:
 
     ``count`` entries end at in-block byte ``end``; ``committed`` is how many of them are outside
     an unfinished batch; ``last`` is where the last entry starts (for a cheap verification), or
-    0 when recovery sealed a block whose last entry is damaged.
+    0 when recovery sealed a block whose last entry is damaged. The checksum is seeded with the
+    block's salt, so a seal record left by an earlier occupant of the slot never validates.
     """
 
     kind: int
@@ -188,23 +337,23 @@ class SealRecord:
     committed: int
     last: int
 
-    def pack(self) -> bytes:
-        """The 48-byte record."""
+    def pack(self, salt: int) -> bytes:
+        """The 48-byte record of a block with this ``salt``."""
         body = SEAL.pack(
             SEAL_MAGIC, 0, self.kind, 0, self.count, self.end, self.committed, self.last
         )
-        crc = crc32c(body[8:])
+        crc = crc32c(body[8:], salt)
         return body[:4] + struct.pack("<I", crc) + body[8:]
 
     @classmethod
-    def unpack(cls, buf: bytes | memoryview) -> SealRecord | None:
+    def unpack(cls, buf: bytes | memoryview, salt: int) -> SealRecord | None:
         """Parse the record at ``SEAL_AT`` of a header region; None if absent or damaged."""
         if len(buf) < SEAL_AT + SEAL_SIZE:
             return None
         magic, crc, kind, _pad, count, end, committed, last = SEAL.unpack_from(buf, SEAL_AT)
         if magic != SEAL_MAGIC or kind not in (SEAL_SEALED, SEAL_CLOSED):
             return None
-        if crc32c(bytes(buf[SEAL_AT + 8 : SEAL_AT + SEAL_SIZE])) != crc:
+        if crc32c(bytes(buf[SEAL_AT + 8 : SEAL_AT + SEAL_SIZE]), salt) != crc:
             return None
         if committed > count or end < BLOCK_HEADER_SIZE:
             return None
@@ -213,12 +362,15 @@ class SealRecord:
 
 CLEARED_SEAL: Final = bytes(SEAL_SIZE)
 
+# --- cursors -------------------------------------------------------------------------------
 
-def pack_cursor_names(topic: bytes, consumer: bytes) -> bytes:
-    """The names part of a cursor slot."""
+
+def pack_cursor_slot(topic: bytes, consumer: bytes) -> bytes:
+    """A whole new cursor slot: the names, and both value copies cleared."""
     head = CURSOR_NAMES.pack(CURSOR_MAGIC, 0, len(topic), len(consumer))
     crc = crc32c(topic + consumer, crc32c(head[8:]))
-    return head[:4] + struct.pack("<I", crc) + head[8:] + topic + consumer
+    names = head[:4] + struct.pack("<I", crc) + head[8:] + topic + consumer
+    return names + bytes(CURSOR_SLOT_SIZE - len(names))
 
 
 def unpack_cursor_names(buf: bytes | memoryview) -> tuple[str, str] | None:
@@ -238,77 +390,25 @@ def unpack_cursor_names(buf: bytes | memoryview) -> tuple[str, str] | None:
         return None
 
 
-def pack_cursor_copy(seq: int, offset: int, block_seq: int, pos: int) -> bytes:
+def cursor_salt(slot: int, topic: bytes, consumer: bytes) -> int:
+    """Seeds the checksum of a slot's value copies: a copy only validates in the slot and under
+    the names it was written for."""
+    return int(crc32c(topic + b"\x00" + consumer, slot & MASK32))
+
+
+def pack_cursor_copy(salt: int, seq: int, offset: int, block_seq: int, pos: int) -> bytes:
     """One copy of a cursor value (slots hold two, written alternately)."""
     body = CURSOR_COPY.pack(0, 0, seq, offset, block_seq, pos)
-    return struct.pack("<I", crc32c(body[4:])) + body[4:]
+    return struct.pack("<I", crc32c(body[4:], salt)) + body[4:]
 
 
-def unpack_cursor_copy(buf: bytes | memoryview, at: int) -> tuple[int, int, int, int] | None:
+def unpack_cursor_copy(
+    buf: bytes | memoryview, at: int, salt: int
+) -> tuple[int, int, int, int] | None:
     """(seq, offset, block_seq, pos) of a copy, None if it never was written or is damaged."""
     crc, _pad, seq, offset, block_seq, pos = CURSOR_COPY.unpack_from(buf, at)
     if seq == 0:
         return None
-    if crc32c(bytes(buf[at + 4 : at + CURSOR_COPY.size])) != crc:
+    if crc32c(bytes(buf[at + 4 : at + CURSOR_COPY.size]), salt) != crc:
         return None
     return seq, offset, block_seq, pos
-
-
-def write_meta(root: str, geometry: Geometry) -> None:
-    """Record the geometry of a new directory (atomically: temp file, fsync, rename)."""
-    doc = {
-        "format": "walrus-python",
-        "version": FORMAT_VERSION,
-        "block_size": geometry.block_size,
-        "blocks_per_file": geometry.blocks_per_file,
-    }
-    path = os.path.join(root, META_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(root)
-
-
-class DamagedMetaError(InvalidConfigError):
-    """``walrus.json`` exists but cannot be read (recovery infers the geometry instead)."""
-
-
-def read_meta(root: str) -> Geometry | None:
-    """The recorded geometry, None if there is none.
-
-    Raises :class:`DamagedMetaError` if the file is damaged, and :class:`InvalidConfigError`
-    for a format version this code does not know (never guess at a newer format).
-    """
-    path = os.path.join(root, META_NAME)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise DamagedMetaError(f"{path} is unreadable: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != "walrus-python":
-        raise DamagedMetaError(f"{path} is not a Walrus metadata file")
-    if doc.get("version") != FORMAT_VERSION:
-        raise InvalidConfigError(f"{path}: unsupported format version {doc.get('version')!r}")
-    try:
-        return Geometry(block_size=doc["block_size"], blocks_per_file=doc["blocks_per_file"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DamagedMetaError(f"{path} holds no valid geometry: {exc}") from exc
-
-
-def fsync_dir(path: str) -> None:
-    """Make a directory's entries (new or renamed files) durable, where the OS allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

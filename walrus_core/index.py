@@ -11,10 +11,10 @@ import bisect
 import threading
 from typing import TYPE_CHECKING
 
-from walrus_core.format import BLOCK_HEADER_SIZE
+from walrus_core.format import BLOCK_HEADER_SIZE, block_salt, block_tag
 
 if TYPE_CHECKING:
-    from walrus_core.reader import Cursor
+    from walrus_core.cursors import Cursor
     from walrus_core.storage import Storage
 
 
@@ -32,11 +32,14 @@ class Block:
         "last",
         "limit",
         "next",
+        "nonce",
+        "salt",
         "sealed",
         "seq",
         "slot",
         "slots",
         "storage",
+        "tag",
         "topic",
     )
 
@@ -50,6 +53,7 @@ class Block:
         slots: int,
         block_size: int,
         first_offset: int,
+        nonce: int,
         storage: Storage,
     ) -> None:
         self.topic = topic
@@ -60,6 +64,9 @@ class Block:
         self.base = slot * block_size  # byte offset of the block in its file
         self.limit = slots * block_size  # bytes the block spans
         self.first_offset = first_offset
+        self.nonce = nonce  # random per block: binds entries and the seal record to it
+        self.salt = block_salt(nonce)
+        self.tag = block_tag(nonce)
         self.count = 0  # published entries
         self.end = BLOCK_HEADER_SIZE  # in-block byte just past the last published entry
         self.last = -1  # in-block position of the last published entry
@@ -107,11 +114,13 @@ class Topic:
         self.lock = threading.Lock()  # the writer lock: appends and batches take turns
         self.blocks: list[Block] = []
         self.firsts: list[int] = []  # first_offset of each block, for bisect
-        self.start = 0  # the first offset still stored
+        self.start = 0  # the first offset a consumer can seek to
         self.end = 0  # the published end: offsets below it are readable
         # Set after a failed batch: stale bytes may follow the head's end, so the next write
         # seals the head and starts a fresh block instead of writing after them.
         self.retire_head = False
+        # The topic's cursors by consumer name (None: the default one); only the CursorBook
+        # (cursors.py) adds to it. It lives here so a read finds its cursor with one lookup.
         self.cursors: dict[str | None, Cursor] = {}
 
     @property
@@ -120,11 +129,13 @@ class Topic:
         return self.blocks[-1] if self.blocks else None
 
     def add_block(self, block: Block) -> None:
-        """Chain a new block after the current head (the writer holds ``lock``)."""
+        """Chain a new block after the current head (the writer holds ``lock``).
+
+        ``start`` stays 0: entries below the first block found (whose block is unreadable) are
+        a damaged range that reads report, not a range that silently never existed.
+        """
         if self.blocks:
             self.blocks[-1].next = block
-        else:
-            self.start = block.first_offset
         self.blocks.append(block)
         self.firsts.append(block.first_offset)
 

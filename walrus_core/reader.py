@@ -1,14 +1,14 @@
-"""Reads: cursors, read_next, batch reads, and finding an entry by offset.
+"""Reads: finding an entry by offset, read_next and batch reads, with every entry validated
+against the block, position and offset it must have been written for.
 
 Readers never take a topic's writer lock. A cursor reads ahead into a buffer of published
 bytes (bytes below a block's published end never change), so consecutive ``read_next`` calls
-cost no system call until the buffer runs out.
+cost no system call until the buffer runs out. This module only reads: moving and persisting
+cursors is the CursorBook's job (cursors.py).
 """
 
 from __future__ import annotations
 
-import struct
-import threading
 from typing import TYPE_CHECKING
 
 from crc32c import crc32c
@@ -20,59 +20,21 @@ from walrus_core.format import (
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
+    MIX_LEN,
+    MIX_POS,
+    MIX_SEQ,
     SEQ_MASK,
-    entry_crc,
+    find_entry,
 )
 from walrus_core.index import Block, Topic
 
 if TYPE_CHECKING:
-    from walrus_core.cursors import CursorStore
+    from walrus_core.cursors import Cursor
 
 READAHEAD = 256 * 1024
 #: Read at most this much in one go when a batch read wants a lot (bounds memory).
 MAX_READ = 64 * 1024 * 1024
 _unpack_header = ENTRY_HEADER.unpack_from
-# format.entry_seed, inlined on the hot path (kept equal by tests/test_format.py)
-_MIX_LEN = 0x9E3779B1
-_MIX_SEQ = 0x85EBCA77
-_RESYNC_WINDOW = 64
-
-
-class Cursor:
-    """A consumer's position in a topic, plus its read-ahead buffer."""
-
-    __slots__ = (
-        "block",
-        "buf",
-        "buf_block",
-        "buf_start",
-        "consumer",
-        "consumer_raw",
-        "lock",
-        "offset",
-        "persist_seq",
-        "persisted",
-        "pos",
-        "since_persist",
-        "slot",
-        "topic",
-    )
-
-    def __init__(self, topic: Topic, consumer: str | None, consumer_raw: bytes) -> None:
-        self.topic = topic
-        self.consumer = consumer
-        self.consumer_raw = consumer_raw
-        self.lock = threading.Lock()
-        self.offset = topic.start  # next entry to deliver
-        self.block: Block | None = None  # the block holding ``offset`` (None: locate it)
-        self.pos = 0  # in-block position of ``offset`` when ``block`` is set
-        self.slot: int | None = None
-        self.persist_seq = 0
-        self.persisted = -1  # offset last written to disk (-1: never)
-        self.since_persist = 0
-        self.buf = b""
-        self.buf_block: Block | None = None
-        self.buf_start = 0  # in-block position of buf[0]
 
 
 class EntryReader:
@@ -114,15 +76,18 @@ class EntryReader:
         )
 
     def _scan_to(self, topic: Topic, block: Block, target: int) -> int:
-        """Walk entry headers from the block start to ``target``; resync past damage.
+        """Walk entry headers from the block start to ``target``; resynchronise past damage.
 
-        A header whose sequence number does not match means the walk went astray: either this
-        header is damaged or the previous entry's length was. So the search for the next valid
-        entry starts right after the previous header, not where the bad length led.
+        A step is trusted only when the header there has this block's tag and the expected
+        sequence number; the target's own checksum is checked when it is read. A header that
+        does not fit means this header or the previous entry's length is damaged, so the
+        search for the next valid entry (checksum bound to this block and position) starts
+        right after the previous header, not where the bad length led.
         """
         pos = prev = BLOCK_HEADER_SIZE
         offset = block.first_offset
         limit = block.end if block.end > BLOCK_HEADER_SIZE else block.limit
+        tag = block.tag
         buf = b""
         buf_start = pos
         while True:
@@ -133,56 +98,34 @@ class EntryReader:
                 rel = 0
             ok = rel + ENTRY_HEADER_SIZE <= len(buf)
             if ok:
-                _crc, length, seq, version, _flags, _ = _unpack_header(buf, rel)
+                _crc, length, seq, version, _flags, got_tag = _unpack_header(buf, rel)
                 ok = (
                     seq == offset & SEQ_MASK
                     and version == ENTRY_VERSION
+                    and got_tag == tag
                     and pos + ENTRY_HEADER_SIZE + length <= limit
                 )
             if ok:
-                if offset == target:  # the target's own header checks out too
+                if offset == target:
                     return pos
                 prev = pos
                 pos += ENTRY_HEADER_SIZE + length
                 offset += 1
                 continue
-            start = prev + 1 if prev < pos else pos
-            found = self._resync(
-                topic, block, start, offset if prev < pos else offset + 1, target, limit
-            )
+            # The entry at ``prev`` (offset - 1) may itself be the damaged one.
+            start, first = (prev + 1, offset) if prev < pos else (pos + 1, offset + 1)
+            if start >= limit:
+                raise self.damaged(topic, block, pos, target, "the block ends early")
+            data = self._read(topic, block, start, limit - start, first)
+            found = find_entry(data, 0, block.salt, tag, start, first, target)
             if found is None:
                 # Name the entry asked for, so seek(target + 1) moves past the damage.
                 raise self.damaged(
                     topic, block, pos, target, f"entries from {offset} on cannot be found"
                 )
-            pos, offset = found
+            pos, offset = start + found.rel, found.offset
             prev = pos
             buf = b""
-
-    def _resync(
-        self, topic: Topic, block: Block, start: int, first: int, target: int, limit: int
-    ) -> tuple[int, int] | None:
-        """Find the first valid entry (crc checked) at or after byte ``start`` whose offset is
-        ``first`` or a little later, but at most ``target``: search for its sequence number."""
-        data = self._read(topic, block, start, limit - start, first)
-        for want in range(first, min(first + _RESYNC_WINDOW, target + 1)):
-            needle = struct.pack("<I", want & SEQ_MASK)
-            search = 0
-            while True:
-                hit = data.find(needle, search)
-                if hit < 0:
-                    break
-                at = hit - 8  # seq sits at byte 8 of the header
-                search = hit + 1
-                if at < 0 or at + ENTRY_HEADER_SIZE > len(data):
-                    continue
-                crc, length, seq, version, flags, _ = _unpack_header(data, at)
-                end = at + ENTRY_HEADER_SIZE + length
-                if version != ENTRY_VERSION or end > len(data):
-                    continue
-                if entry_crc(length, seq, flags, data[at + ENTRY_HEADER_SIZE : end]) == crc:
-                    return start + at, want
-        return None
 
     @staticmethod
     def _read(topic: Topic, block: Block, pos: int, size: int, offset: int) -> bytes:
@@ -206,11 +149,22 @@ class EntryReader:
             pos = cursor.pos
             rel = pos - cursor.buf_start
             if rel >= 0 and rel + ENTRY_HEADER_SIZE <= len(buf) and offset < block.end_offset:
-                crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
+                crc, length, seq, version, flags, tag = _unpack_header(buf, rel)
                 hi = rel + ENTRY_HEADER_SIZE + length
-                if hi <= len(buf) and seq == offset & SEQ_MASK and version == ENTRY_VERSION:
+                if (
+                    hi <= len(buf)
+                    and seq == offset & SEQ_MASK
+                    and version == ENTRY_VERSION
+                    and tag == block.tag
+                ):
                     data = buf[rel + ENTRY_HEADER_SIZE : hi]
-                    seed = (length * _MIX_LEN ^ seq * _MIX_SEQ ^ (flags << 8 | version)) & SEQ_MASK
+                    seed = (
+                        block.salt
+                        ^ pos * MIX_POS
+                        ^ offset * MIX_SEQ
+                        ^ length * MIX_LEN
+                        ^ (flags << 8 | version)
+                    ) & SEQ_MASK
                     if crc32c(data, seed) == crc:
                         return Entry(data, offset), block, pos + ENTRY_HEADER_SIZE + length
         if block is None:
@@ -271,10 +225,17 @@ class EntryReader:
             blen = len(buf)
             lim = min(stop, block.first_offset + block.count, offset + max_entries - len(out))
             full = False
+            salt = block.salt
+            block_tag = block.tag
             while offset < lim and rel + ENTRY_HEADER_SIZE <= blen:
-                crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
+                crc, length, seq, version, flags, tag = _unpack_header(buf, rel)
                 hi = rel + ENTRY_HEADER_SIZE + length
-                if hi > blen or seq != offset & SEQ_MASK or version != ENTRY_VERSION:
+                if (
+                    hi > blen
+                    or seq != offset & SEQ_MASK
+                    or version != ENTRY_VERSION
+                    or tag != block_tag
+                ):
                     break
                 if total + length > max_bytes and out:
                     full = True
@@ -283,7 +244,14 @@ class EntryReader:
                 if (
                     crc32c(
                         data,
-                        (length * _MIX_LEN ^ seq * _MIX_SEQ ^ (flags << 8 | version)) & SEQ_MASK,
+                        (
+                            salt
+                            ^ (buf_start + rel) * MIX_POS
+                            ^ offset * MIX_SEQ
+                            ^ length * MIX_LEN
+                            ^ (flags << 8 | version)
+                        )
+                        & SEQ_MASK,
                     )
                     != crc
                 ):
@@ -297,8 +265,8 @@ class EntryReader:
                 break
             if offset >= lim or rel + ENTRY_HEADER_SIZE > blen:
                 continue
-            crc, length, seq, version, flags, _ = _unpack_header(buf, rel)
-            if seq != offset & SEQ_MASK or version != ENTRY_VERSION:
+            crc, length, seq, version, flags, tag = _unpack_header(buf, rel)
+            if seq != offset & SEQ_MASK or version != ENTRY_VERSION or tag != block_tag:
                 error = self.damaged(topic, block, pos, offset, "bad entry header")
                 break
             end = pos + ENTRY_HEADER_SIZE + length
@@ -307,13 +275,16 @@ class EntryReader:
                 break
             if out and total + length > max_bytes:
                 break
+            seed = (
+                salt ^ pos * MIX_POS ^ offset * MIX_SEQ ^ length * MIX_LEN ^ (flags << 8 | version)
+            ) & SEQ_MASK
             lo = rel + ENTRY_HEADER_SIZE
             hi = lo + length
             if hi > len(buf):
                 if length + ENTRY_HEADER_SIZE > READAHEAD:
                     data = self._read(topic, block, pos + ENTRY_HEADER_SIZE, length, offset)
                     buf, buf_start = b"", -1
-                    if len(data) != length or entry_crc(length, seq, flags, data) != crc:
+                    if len(data) != length or crc32c(data, seed) != crc:
                         error = self.damaged(topic, block, pos, offset, "checksum mismatch")
                         break
                     append(Entry(data, offset))
@@ -327,12 +298,7 @@ class EntryReader:
                 buf_start, rel = pos, 0
                 lo, hi = ENTRY_HEADER_SIZE, ENTRY_HEADER_SIZE + length
             data = buf[lo:hi]
-            if (
-                crc32c(
-                    data, (length * _MIX_LEN ^ seq * _MIX_SEQ ^ (flags << 8 | version)) & SEQ_MASK
-                )
-                != crc
-            ):
+            if crc32c(data, seed) != crc:
                 error = self.damaged(topic, block, pos, offset, "checksum mismatch")
                 break
             append(Entry(data, offset))
@@ -346,41 +312,3 @@ class EntryReader:
             raise error
         # Entries before a damaged one are returned; the next read raises at the damage.
         return out, block, pos
-
-
-class CursorKeeper:
-    """Persists cursors according to the read-consistency mode."""
-
-    def __init__(self, store: CursorStore, *, strict: bool, persist_every: int) -> None:
-        self.store = store
-        self.strict = strict
-        self.persist_every = persist_every
-
-    def persist(self, cursor: Cursor, offset: int, block: Block | None, pos: int) -> None:
-        """Write ``offset`` as the cursor's durable position (raises StorageError)."""
-        topic = cursor.topic
-        try:
-            if cursor.slot is None:
-                cursor.slot = self.store.slot_for(topic.raw, cursor.consumer_raw)
-            seq = cursor.persist_seq + 1
-            self.store.write(cursor.slot, seq, offset, block.seq if block is not None else 0, pos)
-        except OSError as exc:
-            raise StorageError(
-                f"persisting the cursor of topic {topic.name!r} failed: {exc}"
-            ) from exc
-        cursor.persist_seq = seq
-        cursor.persisted = offset
-        cursor.since_persist = 0
-
-    def after_consume(
-        self, cursor: Cursor, new_offset: int, block: Block | None, pos: int, consumed: int
-    ) -> None:
-        """Persist if the mode says so; the caller advances the cursor only if this returns."""
-        if self.strict:
-            if new_offset > cursor.persisted:
-                self.persist(cursor, new_offset, block, pos)
-            return
-        if cursor.since_persist + consumed >= self.persist_every:
-            self.persist(cursor, new_offset, block, pos)
-        else:
-            cursor.since_persist += consumed

@@ -1,26 +1,32 @@
-"""Opening an existing directory: rebuild the index from block headers, scan only unsealed
-tails, truncate torn writes and roll back batches that a crash cut short.
+"""Recovery: rebuild the index of an existing directory from its block headers, scan only
+unsealed tails, truncate torn writes and roll back batches that a crash cut short.
 
-Cost: one 512-byte read per slot of every data file, one 16-byte read per sealed block (to
-verify its last entry), and a full read only of blocks without a seal record (normally one
-per topic, and none after a clean close). Stored bytes are never rescanned.
+Cost: one 1 KiB read per slot of every data file, one 16-byte read per sealed block (to verify
+its last entry), and a read of what was written into blocks without a seal record (normally
+one per topic, and none after a clean close): holes in the sparse data files are skipped
+(``SEEK_DATA``), so a tail costs what was written into it, not the block size. Stored bytes
+are never rescanned, and a tail once scanned gets a CLOSED seal record, so the next open after
+another crash trusts it.
+
+Every entry is checked against the block, position and offset it must have been written for
+(see format.py); after damage, scanning resumes only at an entry that validates that way.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import struct
 from collections import defaultdict
 
 import attrs
+from crc32c import crc32c
 
 from walrus_core.allocator import Allocator
 from walrus_core.config import MAX_ENTRY_BYTES, Geometry
 from walrus_core.format import (
     BLOCK_FLAG_DEAD,
     BLOCK_HEADER_SIZE,
-    BLOCK_MAGIC,
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
@@ -30,8 +36,9 @@ from walrus_core.format import (
     SEQ_MASK,
     BlockHeader,
     SealRecord,
-    data_file_name,
-    entry_crc,
+    entry_seed,
+    find_entry,
+    header_damage,
     parse_data_file_name,
 )
 from walrus_core.index import Block, Topic
@@ -42,8 +49,8 @@ from walrus_core.writer import mark_dead, write_seal
 log = logging.getLogger("walrus_core")
 
 _unpack_header = ENTRY_HEADER.unpack_from
-_SCAN_WINDOW = 4 * 1024 * 1024
-_RESYNC_WINDOW = 64
+_FIRST_WINDOW = 64 * 1024
+_MAX_WINDOW = 4 * 1024 * 1024
 
 
 @attrs.define
@@ -65,29 +72,126 @@ class ScanResult:
     committed: int  # entries up to the last one that is not inside an open batch
     positions: list[int]  # position of entry i of the block (-1: damaged, position unknown)
     damaged: bool  # a bad entry was followed by valid ones
-    trailing_bytes: int  # non-zero bytes after ``end`` (a torn write), 0 if clean
+    trailing_bytes: int  # bytes up to the last non-zero one after ``end`` (a torn write)
+
+
+class DataExtents:
+    """Where a sparse file holds data (``SEEK_DATA``/``SEEK_HOLE``), so that scanning for
+    bytes after the end of a tail skips the holes. Where the OS cannot tell, every byte is
+    assumed to be data."""
+
+    def __init__(self, path: str) -> None:
+        self._fd: int | None = None
+        if hasattr(os, "SEEK_DATA"):
+            try:
+                self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                self._fd = None
+
+    def next_data(self, offset: int, end: int) -> int:
+        """The first byte at or after ``offset`` (below ``end``) that may hold data; ``end``
+        if there is none."""
+        if self._fd is None:
+            return offset
+        try:
+            found = os.lseek(self._fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole after offset
+                return end
+            return offset
+        return min(found, end)
+
+    def next_hole(self, offset: int, end: int) -> int:
+        """The end of the data extent at ``offset`` (at most ``end``)."""
+        if self._fd is None:
+            return end
+        try:
+            return min(os.lseek(self._fd, offset, os.SEEK_HOLE), end)
+        except OSError:
+            return end
+
+    def close(self) -> None:
+        """Release the descriptor."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class _BlockBytes:
-    """Windowed reads of one block."""
+    """Windowed reads of one block: small first, growing, so a small tail costs little."""
 
     def __init__(self, block: Block) -> None:
         self.block = block
         self.start = 0
         self.buf = b""
+        self.window = _FIRST_WINDOW
 
     def get(self, pos: int, size: int) -> bytes:
         rel = pos - self.start
         if rel < 0 or rel + size > len(self.buf):
-            want = min(max(size, _SCAN_WINDOW), self.block.limit - pos)
+            want = min(max(size, self.window), self.block.limit - pos)
+            self.window = min(self.window * 4, _MAX_WINDOW)
             self.buf = self.block.storage.read(self.block.base + pos, max(0, want))
             self.start = pos
             rel = 0
         return self.buf[rel : rel + size]
 
 
-def scan_block(block: Block, expected: int | None = None) -> ScanResult:
-    """Validate entries from the start of ``block`` (crc included) until they stop."""
+def nonzero_extent(block: Block, pos: int, extents: DataExtents | None) -> int:
+    """Bytes from in-block ``pos`` up to the last non-zero byte of the block (0: all zero).
+    Reads only the data extents of the file (holes are zero)."""
+    base, limit = block.base, block.limit
+    at = pos
+    last_nonzero = pos
+    while at < limit:
+        if extents is not None:
+            at = extents.next_data(base + at, base + limit) - base
+            if at >= limit:
+                break
+            stop = extents.next_hole(base + at, base + limit) - base
+        else:
+            stop = limit
+        while at < stop:
+            size = min(stop - at, _MAX_WINDOW)
+            chunk = block.storage.read(base + at, size)
+            if not chunk:
+                return last_nonzero - pos
+            stripped = len(chunk.rstrip(b"\x00"))
+            if stripped:
+                last_nonzero = at + stripped
+            at += len(chunk)
+    return last_nonzero - pos
+
+
+def _valid_at(data: _BlockBytes, block: Block, pos: int, offset: int) -> tuple[int, int] | None:
+    """(length, flags) of the entry for ``offset`` at ``pos``, if it validates there."""
+    if pos + ENTRY_HEADER_SIZE > block.limit:
+        return None
+    header = data.get(pos, ENTRY_HEADER_SIZE)
+    if len(header) != ENTRY_HEADER_SIZE:
+        return None
+    crc, length, seq, version, flags, tag = _unpack_header(header)
+    if (
+        version != ENTRY_VERSION
+        or tag != block.tag
+        or seq != offset & SEQ_MASK
+        or length > MAX_ENTRY_BYTES
+        or pos + ENTRY_HEADER_SIZE + length > block.limit
+    ):
+        return None
+    payload = data.get(pos + ENTRY_HEADER_SIZE, length)
+    if len(payload) != length:
+        return None
+    if crc32c(payload, entry_seed(block.salt, pos, offset, length, flags)) != crc:
+        return None
+    return length, flags
+
+
+def scan_block(
+    block: Block, expected: int | None = None, extents: DataExtents | None = None
+) -> ScanResult:
+    """Validate entries from the start of ``block`` until they stop (``expected``: at most
+    that many entries, and no look at what follows them)."""
     data = _BlockBytes(block)
     pos = BLOCK_HEADER_SIZE
     offset = block.first_offset
@@ -97,20 +201,9 @@ def scan_block(block: Block, expected: int | None = None) -> ScanResult:
     damaged = False
     limit = block.limit
     while pos + ENTRY_HEADER_SIZE <= limit and (expected is None or count < expected):
-        header = data.get(pos, ENTRY_HEADER_SIZE)
-        valid = False
-        if len(header) == ENTRY_HEADER_SIZE:
-            crc, length, seq, version, flags, _ = _unpack_header(header)
-            if (
-                version == ENTRY_VERSION
-                and seq == offset & SEQ_MASK
-                and length <= MAX_ENTRY_BYTES
-                and pos + ENTRY_HEADER_SIZE + length <= limit
-            ):
-                payload = data.get(pos + ENTRY_HEADER_SIZE, length)
-                valid = len(payload) == length and entry_crc(length, seq, flags, payload) == crc
-        if not valid:
-            found = _resync(data, pos, offset, limit)
+        valid = _valid_at(data, block, pos, offset)
+        if valid is None:
+            found = _resync(data, block, pos, offset, extents)
             if found is None:
                 break
             damaged = True
@@ -119,6 +212,7 @@ def scan_block(block: Block, expected: int | None = None) -> ScanResult:
             offset += skipped
             count += skipped
             continue
+        length, flags = valid
         positions.append(pos)
         last = pos
         pos += ENTRY_HEADER_SIZE + length
@@ -127,43 +221,40 @@ def scan_block(block: Block, expected: int | None = None) -> ScanResult:
         if not flags & FLAG_BATCH_OPEN:
             committed = count
     trailing = 0
-    rest = limit - pos
-    if expected is None and rest > 0:
-        tail = data.get(pos, min(rest, _SCAN_WINDOW))
-        checked = pos + len(tail)
-        stripped = len(tail.rstrip(b"\x00"))
-        while stripped == 0 and checked < limit:
-            more = data.get(checked, min(limit - checked, _SCAN_WINDOW))
-            if not more:
-                break
-            if more.rstrip(b"\x00"):
-                stripped = checked - pos + len(more.rstrip(b"\x00"))
-            checked += len(more)
-        trailing = stripped
+    if expected is None and pos < limit:
+        trailing = nonzero_extent(block, pos, extents)
     return ScanResult(count, pos, last, committed, positions, damaged, trailing)
 
 
-def _resync(data: _BlockBytes, pos: int, offset: int, limit: int) -> tuple[int, int] | None:
-    """Find a valid entry after a damaged one at ``pos``: (its position, entries skipped)."""
-    rest = data.get(pos, limit - pos)
-    for ahead in range(1, _RESYNC_WINDOW + 1):
-        needle = struct.pack("<I", (offset + ahead) & SEQ_MASK)
-        start = 1
-        while True:
-            hit = rest.find(needle, start)
-            if hit < 0:
-                break
-            start = hit + 1
-            at = hit - 8
-            if at <= 0 or at + ENTRY_HEADER_SIZE > len(rest):
-                continue
-            crc, length, seq, version, flags, _ = _unpack_header(rest, at)
-            end = at + ENTRY_HEADER_SIZE + length
-            if version != ENTRY_VERSION or end > len(rest):
-                continue
-            if entry_crc(length, seq, flags, rest[at + ENTRY_HEADER_SIZE : end]) == crc:
-                return pos + at, ahead
-    return None
+def _resync(
+    data: _BlockBytes, block: Block, pos: int, offset: int, extents: DataExtents | None
+) -> tuple[int, int] | None:
+    """After a bad entry for ``offset`` at ``pos``: (position of the next valid entry,
+    entries skipped), or None when nothing valid follows (the end, or a torn write)."""
+    header = data.get(pos, ENTRY_HEADER_SIZE)
+    if not any(header) and nonzero_extent(block, pos, extents) == 0:
+        return None  # the clean end: nothing but zeros follows
+    if len(header) == ENTRY_HEADER_SIZE:
+        # Only the payload may be damaged: the entry after it is where its length says.
+        _crc, length, seq, version, _flags, tag = _unpack_header(header)
+        if version == ENTRY_VERSION and tag == block.tag and seq == offset & SEQ_MASK:
+            after = pos + ENTRY_HEADER_SIZE + length
+            if after <= block.limit and _valid_at(data, block, after, offset + 1) is not None:
+                return after, 1
+    start = pos + 1
+    rest = block.storage.read(block.base + start, block.limit - start)
+    found = find_entry(
+        rest,
+        0,
+        block.salt,
+        block.tag,
+        start,
+        offset + 1,
+        offset + 1 + len(rest) // ENTRY_HEADER_SIZE,
+    )
+    if found is None:
+        return None
+    return start + found.rel, found.offset - offset
 
 
 def _verify_last(block: Block, seal: SealRecord) -> bool:
@@ -177,59 +268,13 @@ def _verify_last(block: Block, seal: SealRecord) -> bool:
     header = block.storage.read(block.base + seal.last, ENTRY_HEADER_SIZE)
     if len(header) != ENTRY_HEADER_SIZE:
         return False
-    _crc, length, seq, version, _flags, _ = _unpack_header(header)
+    _crc, length, seq, version, _flags, tag = _unpack_header(header)
     return bool(
         version == ENTRY_VERSION
+        and tag == block.tag
         and seq == (block.first_offset + seal.count - 1) & SEQ_MASK
         and seal.last + ENTRY_HEADER_SIZE + length == seal.end
     )
-
-
-def infer_geometry(root: str, hint: Geometry) -> Geometry | None:
-    """The geometry the data files were written with, read off their block headers; None
-    when nothing fits.
-
-    In a file whose first block spans ``k`` slots, the next block header starts ``k`` block
-    sizes further on (on a 4 KiB boundary, with a valid crc), which gives the block size. A
-    file holding a single block only tells which sizes are consistent with it; then ``hint``
-    is used if it is one of them.
-    """
-    numbers = sorted(
-        n for n in (parse_data_file_name(name) for name in os.listdir(root)) if n is not None
-    )
-    consistent: list[int] = []
-    for file_no in numbers:
-        path = os.path.join(root, data_file_name(file_no))
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            first = BlockHeader.unpack(fh.read(BLOCK_HEADER_SIZE))
-            if first is None:
-                continue
-            if size % (first.slots * 4096) == 0 and size // first.slots == hint.block_size:
-                consistent.append(hint.block_size)
-            chunk_at = 4096
-            while chunk_at < size:
-                fh.seek(chunk_at)
-                chunk = fh.read(min(_SCAN_WINDOW, size - chunk_at))
-                if not chunk:
-                    break
-                for rel in range(0, len(chunk) - BLOCK_HEADER_SIZE + 1, 4096):
-                    if chunk[rel : rel + 4] != BLOCK_MAGIC:
-                        continue
-                    header = BlockHeader.unpack(chunk[rel : rel + BLOCK_HEADER_SIZE])
-                    at = chunk_at + rel
-                    if header is None or at % first.slots:
-                        continue
-                    block_size = at // first.slots
-                    if block_size % 4096 == 0 and size % block_size == 0:
-                        return Geometry(block_size=block_size, blocks_per_file=size // block_size)
-                chunk_at += len(chunk)
-    if consistent or not numbers:
-        return Geometry(
-            block_size=hint.block_size,
-            blocks_per_file=hint.blocks_per_file,
-        )
-    return None
 
 
 def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
@@ -240,61 +285,129 @@ def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
     numbers = sorted(
         n for n in (parse_data_file_name(name) for name in os.listdir(root)) if n is not None
     )
+    extents: dict[int, DataExtents] = {}
     max_seq = 0
     resume_file = resume_slot = 0
-    for file_no in numbers:
-        path = allocator.path_of(file_no)
-        size = os.path.getsize(path)
-        allocator.note_file_number(file_no)
-        if size < block_size:
-            log.warning("ignoring %s: %d bytes is smaller than one block", path, size)
-            continue
-        if size < geometry.file_size or size % block_size:
-            # Cut short (a damaged or copied file): what is missing reads as zeros, so the
-            # blocks it held end early and are truncated or reported as damaged below.
-            full = max(geometry.file_size, -(-size // block_size) * block_size)
-            log.warning(
-                "%s is %d bytes, shorter than its %d-byte layout; the missing bytes are lost",
-                path,
-                size,
-                full,
-            )
-            size = full
-        storage = allocator.open_existing(file_no, size)
-        slots = size // block_size
-        slot = used_end = 0
-        while slot < slots:
-            region = storage.read(slot * block_size, BLOCK_HEADER_SIZE)
-            header = BlockHeader.unpack(region)
-            if header is None or slot + header.slots > slots:
-                if any(region[:4]):
-                    log.warning("%s: unreadable block header in slot %d; skipped", path, slot)
-                slot += 1
+    try:
+        for file_no in numbers:
+            path = allocator.path_of(file_no)
+            size = os.path.getsize(path)
+            allocator.note_file_number(file_no)
+            if size < block_size:
+                log.warning("ignoring %s: %d bytes is smaller than one block", path, size)
                 continue
-            used_end = slot + header.slots
-            max_seq = max(max_seq, header.block_seq)
-            if not header.flags & BLOCK_FLAG_DEAD:
-                seal = SealRecord.unpack(region)
-                found[header.topic].append(_Found(header, seal, file_no, slot, storage))
-            slot += header.slots
-        resume_file, resume_slot = file_no, used_end
-    allocator.resume(resume_file, resume_slot, max_seq + 1)
+            if size < geometry.file_size or size % block_size:
+                # Cut short (a damaged or copied file): what is missing reads as zeros, so the
+                # blocks it held end early and are truncated or reported as damaged below.
+                full = max(geometry.file_size, -(-size // block_size) * block_size)
+                log.warning(
+                    "%s is %d bytes, shorter than its %d-byte layout; the missing bytes are"
+                    " lost",
+                    path,
+                    size,
+                    full,
+                )
+                size = full
+            storage = allocator.open_existing(file_no, size)
+            extents[file_no] = DataExtents(path)
+            slots = size // block_size
+            slot = used_end = 0
+            while slot < slots:
+                region = storage.read(slot * block_size, BLOCK_HEADER_SIZE)
+                header = BlockHeader.unpack(region)
+                if header is not None and not _belongs_here(header, file_no, slot, slots, geometry):
+                    log.warning(
+                        "%s: slot %d holds the header of block %d of topic %r written for file"
+                        " %d slot %d (block_size %d); it is not trusted here",
+                        path,
+                        slot,
+                        header.block_seq,
+                        header.topic,
+                        header.file_no,
+                        header.slot,
+                        header.block_size,
+                    )
+                    header = None
+                if header is None:
+                    if any(region):
+                        # Never hand this slot out again: what it holds may still be evidence,
+                        # and nothing written over it could be told apart from it.
+                        used_end = slot + 1
+                        log.warning("%s: unreadable block header in slot %d; skipped", path, slot)
+                    slot += 1
+                    continue
+                damaged_copies = header_damage(region)
+                if damaged_copies:
+                    log.warning(
+                        "%s: block header copy %s in slot %d is damaged; using the other copy",
+                        path,
+                        "AB"[damaged_copies[0]],
+                        slot,
+                    )
+                used_end = slot + header.slots
+                max_seq = max(max_seq, header.block_seq)
+                if not header.flags & BLOCK_FLAG_DEAD:
+                    seal = SealRecord.unpack(region, header.nonce & 0xFFFFFFFF)
+                    found[header.topic].append(_Found(header, seal, file_no, slot, storage))
+                slot += header.slots
+            resume_file, resume_slot = file_no, used_end
+        allocator.resume(resume_file, resume_slot, max_seq + 1)
 
-    topics: dict[str, Topic] = {}
-    touched: set[int] = set()
-    for name, items in found.items():
-        items.sort(key=lambda f: f.header.block_seq)
-        topic = _rebuild_topic(name, items, block_size, touched)
-        if topic is not None:
-            topics[name] = topic
+        topics: dict[str, Topic] = {}
+        touched: set[int] = set()
+        for name, items in found.items():
+            items.sort(key=lambda f: f.header.block_seq)
+            topic = _rebuild_topic(name, _unique(name, items), block_size, touched, extents)
+            if topic is not None:
+                topics[name] = topic
+    finally:
+        for ext in extents.values():
+            ext.close()
     for storage in list(allocator.files.values()):
         if id(storage) in touched and allocator.sync_metadata:
             storage.flush()
     return topics
 
 
+def _belongs_here(
+    header: BlockHeader, file_no: int, slot: int, slots: int, geometry: Geometry
+) -> bool:
+    """A header is trusted only where, and with the geometry, it was written for."""
+    return (
+        header.file_no == file_no
+        and header.slot == slot
+        and slot + header.slots <= slots
+        and header.block_size == geometry.block_size
+        and header.blocks_per_file == geometry.blocks_per_file
+    )
+
+
+def _unique(name: str, items: list[_Found]) -> list[_Found]:
+    """Drop a second block claiming a block sequence number already seen (a forged or copied
+    header: each allocation takes a new number)."""
+    seen: set[int] = set()
+    kept: list[_Found] = []
+    for item in items:
+        if item.header.block_seq in seen:
+            log.warning(
+                "topic %r: a second block %d in file %d slot %d is ignored",
+                name,
+                item.header.block_seq,
+                item.file_no,
+                item.slot,
+            )
+            continue
+        seen.add(item.header.block_seq)
+        kept.append(item)
+    return kept
+
+
 def _rebuild_topic(
-    name: str, items: list[_Found], block_size: int, touched: set[int]
+    name: str,
+    items: list[_Found],
+    block_size: int,
+    touched: set[int],
+    extents: dict[int, DataExtents],
 ) -> Topic | None:
     try:
         raw = encode_name(name)
@@ -312,6 +425,7 @@ def _rebuild_topic(
             slots=item.header.slots,
             block_size=block_size,
             first_offset=item.header.first_offset,
+            nonce=item.header.nonce,
             storage=item.storage,
         )
         next_first = items[index + 1].header.first_offset if index + 1 < len(items) else None
@@ -328,7 +442,7 @@ def _rebuild_topic(
             if block.count == 0:
                 block.last = -1
         else:
-            scan = scan_block(block)
+            scan = scan_block(block, extents=extents.get(item.file_no))
             scans[block.seq] = scan
             block.count, block.end, block.last = scan.count, scan.end, scan.last
             block.committed = scan.committed
@@ -341,9 +455,11 @@ def _rebuild_topic(
     topic = Topic(name, raw)
     if blocks[0].first_offset > 0:
         log.warning(
-            "topic %r: entries 0..%d are missing (their blocks are unreadable or were removed)",
+            "topic %r: entries 0..%d are in no readable block; reading them raises"
+            " CorruptionError (seek to %d to move past them)",
             name,
             blocks[0].first_offset - 1,
+            blocks[0].first_offset,
         )
     for block in blocks:
         topic.add_block(block)
@@ -453,6 +569,14 @@ def _settle_blocks(
             # Stale bytes follow the end: never append after them.
             write_seal(block)
             block.sealed = True
+            touched.add(id(block.storage))
+        elif not block.close_record:
+            # Record what the scan found, so the next open (after another crash, with no
+            # write in between) trusts it instead of scanning again; the first append clears
+            # the record, as after a clean close.
+            block.committed = block.count
+            write_seal(block, SEAL_CLOSED)
+            block.close_record = True
             touched.add(id(block.storage))
         if scan.damaged:
             log.warning(

@@ -10,18 +10,22 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 from crc32c import crc32c
 
 from walrus_core.allocator import Allocator
 from walrus_core.config import Geometry
 from walrus_core.errors import StorageError
 from walrus_core.format import (
-    BLOCK_FLAG_DEAD,
+    BLOCK_HEADER_SIZE,
     CLEARED_SEAL,
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
     FLAG_BATCH_OPEN,
+    MIX_LEN,
+    MIX_POS,
+    MIX_SEQ,
     SEAL_AT,
     SEAL_SEALED,
     SEQ_MASK,
@@ -35,9 +39,6 @@ from walrus_core.storage import Storage, WriteOp
 log = logging.getLogger("walrus_core")
 
 _pack_header = ENTRY_HEADER.pack
-# format.entry_seed, inlined on the hot path (kept equal by tests/test_format.py)
-_MIX_LEN = 0x9E3779B1
-_MIX_SEQ = 0x85EBCA77
 
 
 def write_seal(block: Block, kind: int = SEAL_SEALED) -> None:
@@ -52,7 +53,7 @@ def write_seal(block: Block, kind: int = SEAL_SEALED) -> None:
         end=block.end,
         committed=block.committed,
         last=max(block.last, 0),
-    ).pack()
+    ).pack(block.salt)
     block.storage.write(block.base + SEAL_AT, (record,), len(record))
     block.storage.dirty = True
     if kind == SEAL_SEALED:
@@ -61,15 +62,15 @@ def write_seal(block: Block, kind: int = SEAL_SEALED) -> None:
 
 
 def mark_dead(block: Block) -> None:
-    """Flag ``block`` dead in its header so recovery skips it (raises OSError)."""
-    header = BlockHeader(
-        topic=block.topic,
-        block_seq=block.seq,
-        first_offset=block.first_offset,
-        slots=block.slots,
-        flags=BLOCK_FLAG_DEAD,
-    ).pack()
-    block.storage.write(block.base, (header,), len(header))
+    """Flag ``block`` dead in both header copies so recovery skips it (raises OSError).
+
+    A header that no longer parses is overwritten with zeros instead: either way no entry of
+    the block is ever attributed to a topic again.
+    """
+    region = block.storage.read(block.base, BLOCK_HEADER_SIZE)
+    header = BlockHeader.unpack(region)
+    packed = header.dead().pack() if header is not None else bytes(BLOCK_HEADER_SIZE)
+    block.storage.write(block.base, (packed,), len(packed))
     block.storage.dirty = True
 
 
@@ -77,12 +78,21 @@ class Writer:
     """Writes entries for every topic of one open directory."""
 
     def __init__(
-        self, allocator: Allocator, geometry: Geometry, *, mark_dirty: bool, sync_each: bool
+        self,
+        allocator: Allocator,
+        geometry: Geometry,
+        *,
+        mark_dirty: bool,
+        sync_each: bool,
+        sync_failures: bool,
     ) -> None:
         self.allocator = allocator
         self.geometry = geometry
         self.mark_dirty = mark_dirty
         self.sync_each = sync_each
+        # Whether the record of a failed write is made durable before the error is raised
+        # (every schedule but no_fsync, which promises nothing across a power loss).
+        self.sync_failures = sync_failures
 
     # -- blocks -----------------------------------------------------------------------------
     def seal(self, block: Block) -> None:
@@ -95,7 +105,7 @@ class Writer:
         block.close_record = False
 
     def _fresh_block(self, topic: Topic, first_offset: int, payload_len: int) -> Block:
-        slots = slots_for_entry(self.geometry, payload_len)
+        slots = slots_for_entry(self.geometry.block_size, payload_len)
         return self.allocator.allocate(topic.name, first_offset, slots)
 
     def _retire_head(self, topic: Topic) -> None:
@@ -104,17 +114,38 @@ class Writer:
             self.seal(head)
         topic.retire_head = False
 
-    @staticmethod
-    def _abandon_block(block: Block) -> None:
-        """Best effort: flag a block that a failed batch allocated, so recovery skips it."""
+    def _record_failure(self, topic: Topic, fresh: list[Block]) -> None:
+        """After a failed write whose bytes may have reached the file: seal the head at its
+        published end and flag the blocks the write allocated dead, durably, so that no crash
+        can bring the failed entries back. If that fails too, the head stays marked for
+        retirement and the next write tries again."""
+        topic.retire_head = True
+        touched: dict[int, Storage] = {}
         try:
-            mark_dead(block)
+            for block in fresh:
+                mark_dead(block)
+                touched[id(block.storage)] = block.storage
+            head = topic.head
+            if head is not None and not head.sealed:
+                write_seal(head)
+                touched[id(head.storage)] = head.storage
+            if self.sync_failures:
+                for storage in touched.values():
+                    storage.flush()
+            topic.retire_head = False
         except OSError as exc:
-            log.warning("could not mark abandoned block %r dead: %s", block, exc)
+            log.error(
+                "topic %r: could not record a failed write on disk (%s); if the process"
+                " crashes before the next successful write, the failed entries may reappear",
+                topic.name,
+                exc,
+            )
 
     # -- single appends ---------------------------------------------------------------------
     def append(self, topic: Topic, payload: Any, length: int) -> int:
-        """Append one entry; returns its offset. Raises StorageError on I/O failure."""
+        """Append one entry; returns its offset. Raises StorageError on I/O failure (the
+        entry is then absent, also after a crash)."""
+        fresh: list[Block] = []
         try:
             if topic.retire_head:
                 self._retire_head(topic)
@@ -125,23 +156,35 @@ class Writer:
                 if block is not None and not block.sealed:
                     self.seal(block)
                 block = self._fresh_block(topic, offset, length)
-                topic.add_block(block)
+                fresh.append(block)
             elif block.close_record:
                 self._clear_close_record(block)
             pos = block.end
-            seq = offset & SEQ_MASK
             header = _pack_header(
-                crc32c(payload, (length * _MIX_LEN ^ seq * _MIX_SEQ ^ ENTRY_VERSION) & SEQ_MASK),
+                crc32c(
+                    payload,
+                    (
+                        block.salt
+                        ^ pos * MIX_POS
+                        ^ offset * MIX_SEQ
+                        ^ length * MIX_LEN
+                        ^ ENTRY_VERSION
+                    )
+                    & SEQ_MASK,
+                ),
                 length,
-                seq,
+                offset & SEQ_MASK,
                 ENTRY_VERSION,
                 0,
-                0,
+                block.tag,
             )
             storage = block.storage
             storage.write(block.base + pos, (header, payload), size)
         except OSError as exc:
+            self._record_failure(topic, fresh)
             raise StorageError(f"append to topic {topic.name!r} failed: {exc}") from exc
+        if fresh:
+            topic.add_block(block)
         if self.mark_dirty:
             storage.dirty = True
         block.last = pos
@@ -158,7 +201,7 @@ class Writer:
         first = topic.end
         if count == 0:
             return range(first, first)
-        blocks_before = len(topic.blocks)
+        fresh: list[Block] = []
         try:
             if topic.retire_head:
                 self._retire_head(topic)
@@ -166,107 +209,127 @@ class Writer:
             block = head if head is not None and not head.sealed else None
             if block is not None and block.close_record:
                 self._clear_close_record(block)
-            # Plan: one run (contiguous bytes) per block touched. Every entry is packed with
-            # BATCH_OPEN; the last one is re-packed without it below.
-            runs: list[tuple[Block, int, list[Any], int, int, int]] = []
-            pos = block.end if block is not None else 0
-            limit = block.limit if block is not None else -1
-            run_start = last_pos = pos
-            run_first = offset = first
-            bufs: list[Any] = []
-            add = bufs.append
-            open_seed = FLAG_BATCH_OPEN << 8 | ENTRY_VERSION
-            for payload, length in payloads:
-                size = ENTRY_HEADER_SIZE + length
-                if pos + size > limit:
-                    if block is not None and bufs:
-                        runs.append(
-                            (block, run_start, bufs, pos - run_start, offset - run_first, last_pos)
-                        )
-                    block = self._fresh_block(topic, offset, length)
-                    topic.add_block(block)
-                    pos = run_start = block.end
-                    limit = block.limit
-                    run_first = offset
-                    bufs = []
-                    add = bufs.append
-                seq = offset & SEQ_MASK
-                add(
-                    _pack_header(
-                        crc32c(
-                            payload, (length * _MIX_LEN ^ seq * _MIX_SEQ ^ open_seed) & SEQ_MASK
-                        ),
-                        length,
-                        seq,
-                        ENTRY_VERSION,
-                        FLAG_BATCH_OPEN,
-                        0,
-                    )
-                )
-                add(payload)
-                last_pos = pos
-                pos += size
-                offset += 1
-            assert block is not None
-            payload, length = payloads[-1]
-            seq = (offset - 1) & SEQ_MASK
-            bufs[-2] = _pack_header(
-                crc32c(payload, (length * _MIX_LEN ^ seq * _MIX_SEQ ^ ENTRY_VERSION) & SEQ_MASK),
-                length,
-                seq,
-                ENTRY_VERSION,
-                0,
-                0,
-            )
-            runs.append((block, run_start, bufs, pos - run_start, offset - run_first, last_pos))
+            runs = self._plan_runs(topic, block, payloads, first, fresh)
             # Seal every block the batch filled except the last one it wrote to. The record is
             # computed as it will be after publication; recovery only trusts it when the
             # batch's last entry is also on disk (or rolls back via the BATCH_OPEN flags).
             by_storage: dict[int, tuple[Storage, list[WriteOp]]] = {}
-            for blk, start, bufs, nbytes, _n, _last in runs:
-                entry = by_storage.setdefault(id(blk.storage), (blk.storage, []))
-                entry[1].append(WriteOp(blk.base + start, bufs, nbytes))
-            to_seal = [r[0] for r in runs[:-1]]
-            if head is not None and not head.sealed and runs and runs[0][0] is not head:
+            for run in runs:
+                ops = by_storage.setdefault(id(run.block.storage), (run.block.storage, []))[1]
+                ops.append(WriteOp(run.block.base + run.start, run.buffers, run.nbytes))
+            to_seal = [run.block for run in runs[:-1]]
+            if head is not None and not head.sealed and runs[0].block is not head:
                 to_seal.insert(0, head)
-            seal_ops: list[tuple[Block, bytes]] = []
             for blk in to_seal:
-                blk_run = next((r for r in runs if r[0] is blk), None)
+                blk_run = next((r for r in runs if r.block is blk), None)
                 record = SealRecord(
                     kind=SEAL_SEALED,
-                    count=blk.count + (blk_run[4] if blk_run else 0),
-                    end=(blk_run[1] + blk_run[3]) if blk_run else blk.end,
+                    count=blk.count + (blk_run.entries if blk_run else 0),
+                    end=(blk_run.start + blk_run.nbytes) if blk_run else blk.end,
                     committed=blk.count,
-                    last=blk_run[5] if blk_run else max(blk.last, 0),
-                ).pack()
-                seal_ops.append((blk, record))
-                entry = by_storage.setdefault(id(blk.storage), (blk.storage, []))
-                entry[1].append(WriteOp(blk.base + SEAL_AT, (record,), len(record)))
+                    last=blk_run.last if blk_run else max(blk.last, 0),
+                ).pack(blk.salt)
+                ops = by_storage.setdefault(id(blk.storage), (blk.storage, []))[1]
+                ops.append(WriteOp(blk.base + SEAL_AT, (record,), len(record)))
             for storage, ops in by_storage.values():
                 storage.batch_submit(ops, self.sync_each)
         except OSError as exc:
-            self._abandon(topic, blocks_before)
+            self._record_failure(topic, fresh)
             raise StorageError(f"batch append to topic {topic.name!r} failed: {exc}") from exc
         except BaseException:
-            self._abandon(topic, blocks_before)
+            self._record_failure(topic, fresh)
             raise
-        # Publish: block counts first, then the topic's end (readers gate on it).
-        for blk, start, _bufs, nbytes, n, last in runs:
-            blk.count += n
-            blk.end = start + nbytes
-            blk.last = last
+        # Publish: chain the fresh blocks, block counts, then the topic's end (readers gate
+        # on it).
+        for blk in fresh:
+            topic.add_block(blk)
+        for run in runs:
+            blk = run.block
+            blk.count += run.entries
+            blk.end = run.start + run.nbytes
+            blk.last = run.last
             blk.committed = blk.count
             if self.mark_dirty:
                 blk.storage.dirty = True
-        for blk, _record in seal_ops:
+        for blk in to_seal:
             blk.sealed = True
+            blk.close_record = False
         topic.end = first + count
         return range(first, first + count)
 
-    def _abandon(self, topic: Topic, blocks_before: int) -> None:
-        """Undo a failed batch in memory and make sure nothing of it can resurface."""
-        for block in topic.drop_blocks_from(blocks_before):
-            self._abandon_block(block)
-        # Part of the batch may sit after the head's end with valid checksums: never append
-        # after it again. The head gets sealed at its published end before the next write.
-        topic.retire_head = True
+    def _plan_runs(
+        self,
+        topic: Topic,
+        block: Block | None,
+        payloads: Sequence[tuple[Any, int]],
+        first: int,
+        fresh: list[Block],
+    ) -> list[_Run]:
+        """Pack the headers of a batch into one run of contiguous bytes per block it touches,
+        allocating blocks as needed (appended to ``fresh``). Every entry but the last carries
+        BATCH_OPEN."""
+        runs: list[_Run] = []
+        pos = block.end if block is not None else 0
+        limit = block.limit if block is not None else -1
+        run_start = last_pos = pos
+        run_first = offset = first
+        bufs: list[Any] = []
+        add = bufs.append
+        salt = block.salt if block is not None else 0
+        tag = block.tag if block is not None else 0
+        last_index = len(payloads) - 1
+        for index, (payload, length) in enumerate(payloads):
+            size = ENTRY_HEADER_SIZE + length
+            if pos + size > limit:
+                if block is not None and bufs:
+                    runs.append(
+                        _Run(block, run_start, bufs, pos - run_start, offset - run_first, last_pos)
+                    )
+                block = self._fresh_block(topic, offset, length)
+                fresh.append(block)
+                pos = run_start = block.end
+                limit = block.limit
+                salt, tag = block.salt, block.tag
+                run_first = offset
+                bufs = []
+                add = bufs.append
+            flags = FLAG_BATCH_OPEN if index != last_index else 0
+            add(
+                _pack_header(
+                    crc32c(
+                        payload,
+                        (
+                            salt
+                            ^ pos * MIX_POS
+                            ^ offset * MIX_SEQ
+                            ^ length * MIX_LEN
+                            ^ (flags << 8 | ENTRY_VERSION)
+                        )
+                        & SEQ_MASK,
+                    ),
+                    length,
+                    offset & SEQ_MASK,
+                    ENTRY_VERSION,
+                    flags,
+                    tag,
+                )
+            )
+            add(payload)
+            last_pos = pos
+            pos += size
+            offset += 1
+        assert block is not None
+        runs.append(_Run(block, run_start, bufs, pos - run_start, offset - run_first, last_pos))
+        return runs
+
+
+@attrs.define
+class _Run:
+    """The contiguous bytes a batch writes into one block."""
+
+    block: Block
+    start: int  # in-block position of the first entry
+    buffers: list[Any]
+    nbytes: int
+    entries: int
+    last: int  # in-block position of the last entry
