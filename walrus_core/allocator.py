@@ -9,13 +9,15 @@ from collections.abc import Callable
 
 from walrus_core.config import Geometry
 from walrus_core.directory import fsync_dir
+from walrus_core.files import DataFile, OpenFiles
 from walrus_core.format import BlockHeader, data_file_name
 from walrus_core.index import Block
 from walrus_core.storage import OpenSpec, Storage
 
 
 class Allocator:
-    """Allocates blocks in (file, slot) order and owns the open data files.
+    """Allocates blocks in (file, slot) order and owns the data files (a bounded number of
+    them open at a time, see files.py).
 
     Files are numbered 1, 2, 3, ... and never reused; a file holds ``blocks_per_file`` slots,
     or exactly one larger block when an entry needs more slots than that.
@@ -32,11 +34,15 @@ class Allocator:
     ) -> None:
         self.root = root
         self.geometry = geometry
-        self._open_storage = open_storage
         self.sync_each = sync_each
         self.sync_metadata = sync_metadata
         self.lock = threading.Lock()
-        self.files: dict[int, Storage] = {}
+        self.open_files = OpenFiles(
+            open_storage,
+            track_dirty=not sync_each,
+            flush_before_close=sync_metadata,
+        )
+        self.files: dict[int, DataFile] = {}
         self.file_slots: dict[int, int] = {}
         self.max_file_no = 0  # files are numbered past every name seen, even unusable ones
         self.current_file = 0  # 0: no file yet
@@ -47,10 +53,11 @@ class Allocator:
         """Path of data file ``file_no``."""
         return os.path.join(self.root, data_file_name(file_no))
 
-    def open_existing(self, file_no: int, size: int) -> Storage:
-        """Open a data file found on disk (recovery)."""
-        storage = self._open_storage(
-            OpenSpec(path=self.path_of(file_no), size=size, sync_each=self.sync_each)
+    def open_existing(self, file_no: int, size: int) -> DataFile:
+        """A data file found on disk (recovery); opened when first used."""
+        storage = DataFile(
+            self.open_files,
+            OpenSpec(path=self.path_of(file_no), size=size, sync_each=self.sync_each),
         )
         self.files[file_no] = storage
         self.file_slots[file_no] = size // self.geometry.block_size
@@ -72,7 +79,7 @@ class Allocator:
         path = self.path_of(file_no)
         if os.path.exists(path):  # never clobber a file we did not account for
             raise FileExistsError(17, "data file already exists", path)
-        storage = self._open_storage(
+        storage = self.open_files.open(
             OpenSpec(path=path, size=size, create=True, sync_each=self.sync_each)
         )
         # Registered before syncing: if the sync fails the file still exists, and the next

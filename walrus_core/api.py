@@ -29,7 +29,7 @@ from walrus_core.index import Topic
 from walrus_core.names import encode_name, namespace_dir
 from walrus_core.opening import open_directory
 from walrus_core.plugins import AUTO, BackendRegistry, default_registry
-from walrus_core.storage import Storage
+from walrus_core.storage import Flushable
 from walrus_core.writer import Writer, write_seal
 
 log = logging.getLogger("walrus_core")
@@ -155,7 +155,7 @@ class Walrus:
             self._flusher.start()
         self._closed = False
 
-    def _all_storages(self) -> list[Storage]:
+    def _all_storages(self) -> list[Flushable]:
         return [*list(self._allocator.files.values()), *self._cursor_store.storages()]
 
     def _bg_failed(self, exc: OSError) -> None:

@@ -15,7 +15,7 @@ from walrus_core.format import BLOCK_HEADER_SIZE, block_salt, block_tag
 
 if TYPE_CHECKING:
     from walrus_core.cursors import Cursor
-    from walrus_core.storage import Storage
+    from walrus_core.files import DataFile
 
 
 class Block:
@@ -54,7 +54,7 @@ class Block:
         block_size: int,
         first_offset: int,
         nonce: int,
-        storage: Storage,
+        storage: DataFile,
     ) -> None:
         self.topic = topic
         self.seq = seq

@@ -24,6 +24,7 @@ from crc32c import crc32c
 
 from walrus_core.allocator import Allocator
 from walrus_core.config import MAX_ENTRY_BYTES, Geometry
+from walrus_core.files import DataFile
 from walrus_core.format import (
     BLOCK_FLAG_DEAD,
     BLOCK_HEADER_SIZE,
@@ -43,7 +44,6 @@ from walrus_core.format import (
 )
 from walrus_core.index import Block, Topic
 from walrus_core.names import encode_name
-from walrus_core.storage import Storage
 from walrus_core.writer import mark_dead, write_seal
 
 log = logging.getLogger("walrus_core")
@@ -59,7 +59,7 @@ class _Found:
     seal: SealRecord | None
     file_no: int
     slot: int
-    storage: Storage
+    storage: DataFile
 
 
 @attrs.define

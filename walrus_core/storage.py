@@ -20,6 +20,14 @@ class Buffer(Protocol):
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 
+class Flushable(Protocol):
+    """What the flusher needs of an open file: the engine's dirty flag and ``flush()``."""
+
+    dirty: bool
+
+    def flush(self) -> None: ...
+
+
 #: What the engine passes to ``write``: buffers written back to back at one file offset.
 Buffers = Sequence[Any]
 

@@ -16,6 +16,7 @@ from crc32c import crc32c
 from walrus_core.allocator import Allocator
 from walrus_core.config import Geometry
 from walrus_core.errors import StorageError
+from walrus_core.files import DataFile
 from walrus_core.format import (
     BLOCK_HEADER_SIZE,
     CLEARED_SEAL,
@@ -34,7 +35,7 @@ from walrus_core.format import (
     slots_for_entry,
 )
 from walrus_core.index import Block, Topic
-from walrus_core.storage import Storage, WriteOp
+from walrus_core.storage import WriteOp
 
 log = logging.getLogger("walrus_core")
 
@@ -120,7 +121,7 @@ class Writer:
         can bring the failed entries back. If that fails too, the head stays marked for
         retirement and the next write tries again."""
         topic.retire_head = True
-        touched: dict[int, Storage] = {}
+        touched: dict[int, DataFile] = {}
         try:
             for block in fresh:
                 mark_dead(block)
@@ -213,7 +214,7 @@ class Writer:
             # Seal every block the batch filled except the last one it wrote to. The record is
             # computed as it will be after publication; recovery only trusts it when the
             # batch's last entry is also on disk (or rolls back via the BATCH_OPEN flags).
-            by_storage: dict[int, tuple[Storage, list[WriteOp]]] = {}
+            by_storage: dict[int, tuple[DataFile, list[WriteOp]]] = {}
             for run in runs:
                 ops = by_storage.setdefault(id(run.block.storage), (run.block.storage, []))[1]
                 ops.append(WriteOp(run.block.base + run.start, run.buffers, run.nbytes))
