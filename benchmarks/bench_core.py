@@ -59,7 +59,7 @@ BATCH = 1000
 TOPIC = "bench"
 PAYLOAD = bytes((i * 31 + 7) & 0xFF for i in range(ENTRY_BYTES))
 # A real entry header for offset 0: the raw baselines write exactly the bytes Walrus writes.
-HEADER = pack_entry_header(PAYLOAD, ENTRY_BYTES, 0, 0)
+HEADER = pack_entry_header(PAYLOAD, 0, 0, 1024, 0, 0)  # a real entry header (raw baseline)
 RECORD = ENTRY_HEADER_SIZE + ENTRY_BYTES
 IOV_MAX = 1024
 if hasattr(os, "sysconf"):
