@@ -24,13 +24,12 @@ from walrus_core.errors import (
     WalrusError,
     WalrusValueError,
 )
-from walrus_core.format import SEAL_CLOSED, SEAL_SEALED
 from walrus_core.index import Topic
 from walrus_core.names import encode_name, namespace_dir
 from walrus_core.opening import open_directory
 from walrus_core.plugins import AUTO, BackendRegistry, default_registry
 from walrus_core.storage import Flushable
-from walrus_core.writer import Writer, write_seal
+from walrus_core.writer import Writer
 
 log = logging.getLogger("walrus_core")
 
@@ -455,15 +454,10 @@ class Walrus:
         errors: list[BaseException] = []
         for t in list(self._topics.values()):
             with t.lock:  # waits for an in-flight append or batch
-                head = t.head
-                if head is not None and not head.sealed:
-                    # Lets the next open trust the tail without scanning it. After a failed
-                    # batch stale bytes follow the head's end: seal it for good instead.
-                    kind = SEAL_SEALED if t.retire_head else SEAL_CLOSED
-                    try:
-                        write_seal(head, kind)
-                    except OSError as exc:
-                        errors.append(exc)
+                try:
+                    self._writer.close_topic(t)
+                except OSError as exc:
+                    errors.append(exc)
         try:
             self._cursors.persist_pending(self._topics)
         except WalrusError as exc:

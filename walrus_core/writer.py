@@ -28,6 +28,7 @@ from walrus_core.format import (
     MIX_POS,
     MIX_SEQ,
     SEAL_AT,
+    SEAL_CLOSED,
     SEAL_SEALED,
     SEQ_MASK,
     BlockHeader,
@@ -108,6 +109,14 @@ class Writer:
     def _fresh_block(self, topic: Topic, first_offset: int, payload_len: int) -> Block:
         slots = slots_for_entry(self.geometry.block_size, payload_len)
         return self.allocator.allocate(topic.name, first_offset, slots)
+
+    def close_topic(self, topic: Topic) -> None:
+        """At a clean close: record the head's state so the next open trusts the tail without
+        scanning it (CLOSED, cleared by the next append), or seal it for good when stale bytes
+        of a failed write may follow its end (raises OSError)."""
+        head = topic.head
+        if head is not None and not head.sealed:
+            write_seal(head, SEAL_SEALED if topic.retire_head else SEAL_CLOSED)
 
     def _retire_head(self, topic: Topic) -> None:
         head = topic.head
