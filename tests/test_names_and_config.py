@@ -34,7 +34,9 @@ TIB = 1024 * GIB
 
 
 def open_wal(data_dir: Any, **kw: Any) -> Walrus:
-    return Walrus(data_dir=data_dir, backend="fd", fsync=FsyncSchedule.no_fsync(), **SMALL, **kw)
+    """A Walrus on the backend under test (as conftest's fixtures pick it)."""
+    backend = os.environ.get("WALRUS_TEST_BACKEND", "fd")
+    return Walrus(data_dir=data_dir, backend=backend, fsync=FsyncSchedule.no_fsync(), **SMALL, **kw)
 
 
 def assert_safe_name(name: str) -> None:

@@ -8,8 +8,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn, SupportsIndex
 
+from walrus_core import lifecycle
 from walrus_core.background import Flusher, flush_dirty
 from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
 from walrus_core.cursors import Cursor
@@ -83,6 +84,10 @@ class Walrus:
         registry: BackendRegistry | None = None,
     ) -> None:
         self._closed = True  # until fully open, so that close() stays harmless
+        self._forked = False
+        # Tracked before the directory lock is taken: a child forked by another thread while
+        # this one is opening must not keep the lock either.
+        lifecycle.track(self)
         self._bg_error: OSError | None = None
         # Calls that do I/O without holding a topic or cursor lock register here, so that
         # close() waits for them before closing files under them.
@@ -174,6 +179,8 @@ class Walrus:
                 self._in_flight_done.notify_all()
 
     def _check_slow(self) -> None:
+        if self._forked:
+            raise lifecycle.forked_error(self.root)
         if self._closed:
             raise WalrusClosedError("this Walrus instance is closed")
         err, self._bg_error = self._bg_error, None
@@ -187,7 +194,8 @@ class Walrus:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called."""
+        """True once :meth:`close` was called, and in a child process for an instance inherited
+        through ``fork()``."""
         return self._closed
 
     # -- topics and cursors -----------------------------------------------------------------
@@ -425,7 +433,7 @@ class Walrus:
     def flush(self) -> None:
         """Make everything appended and checkpointed so far durable now."""
         if self._closed:
-            raise WalrusClosedError("this Walrus instance is closed")
+            self._check_slow()
         self._enter()
         try:
             pending, self._bg_error = self._bg_error, None
@@ -442,8 +450,11 @@ class Walrus:
     def close(self) -> None:
         """Persist every cursor, make data durable (unless ``no_fsync``), release the directory.
 
-        Idempotent; every later call raises :class:`WalrusClosedError`.
+        Idempotent; every later call raises :class:`WalrusClosedError`. In a child process, for
+        an instance inherited through ``fork()``, it does nothing: the files are the parent's.
         """
+        if self._forked:
+            return
         with self._in_flight_done:
             if self._closed:
                 return
@@ -480,6 +491,8 @@ class Walrus:
             raise StorageError(f"close failed: {first}") from first
 
     def __enter__(self) -> Walrus:
+        if self._forked:
+            raise lifecycle.forked_error(self.root)
         return self
 
     def __exit__(
@@ -491,5 +504,34 @@ class Walrus:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "inherited through fork" if self._forked else "closed" if self._closed else "open"
         return f"<Walrus {self.root!r} {state} via {'/'.join(self._chain.names)}>"
+
+    # -- lifetime: fork, garbage collection, copies -----------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """Disown the instance in a forked child (called by :mod:`walrus_core.lifecycle`).
+
+        The parent keeps appending, so the child's copy must never write (a clean-close seal
+        would make recovery drop what the parent acknowledged later) and must take no lock (one
+        may be held by a thread that does not exist in the child). Releasing the directory lock
+        here only closes the child's copy of the descriptor: the parent's flock stays.
+        """
+        self._forked = True
+        self._closed = True
+        lock: DirectoryLock | None = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+
+    def __del__(self) -> None:
+        # Like an unclosed file: without it the directory stays locked while the process lives.
+        if not getattr(self, "_closed", True):
+            lifecycle.close_unreachable(self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        lifecycle.refuse_copy("pickled")
+
+    def __copy__(self) -> NoReturn:
+        lifecycle.refuse_copy("copied")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        lifecycle.refuse_copy("deep-copied")

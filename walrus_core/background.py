@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 
-from walrus_core.storage import Storage
+from walrus_core.storage import Flushable
 
 log = logging.getLogger("walrus_core")
 
 
-def flush_dirty(storages: Iterable[Storage], *, force: bool = False) -> None:
+def flush_dirty(storages: Iterable[Flushable], *, force: bool = False) -> None:
     """Flush every storage written since its last flush (every storage with ``force``); raise
     the first OSError after trying all of them (a failed storage stays dirty so the next round
     retries it).
@@ -37,6 +38,11 @@ def flush_dirty(storages: Iterable[Storage], *, force: bool = False) -> None:
 class Flusher:
     """A daemon thread that flushes dirty storages every ``interval_ms``.
 
+    ``storages`` and ``on_error`` must be bound methods of the flusher's owner. They are held
+    through :class:`weakref.WeakMethod`, so the thread never keeps its owner alive: an owner
+    dropped without ``close()`` can still be collected (and closed by its finalizer), and the
+    thread ends by itself once the owner is gone.
+
     Errors are handed to ``on_error`` (the engine reports them on the next call and from
     ``flush()``); they are never swallowed.
     """
@@ -44,12 +50,17 @@ class Flusher:
     def __init__(
         self,
         interval_ms: int,
-        storages: Callable[[], Iterable[Storage]],
+        storages: Callable[[], Iterable[Flushable]],
         on_error: Callable[[OSError], None],
     ) -> None:
+        try:
+            self._storages = weakref.WeakMethod(storages)
+            self._on_error = weakref.WeakMethod(on_error)
+        except TypeError:
+            raise TypeError(
+                "Flusher needs bound methods of its owner, which it holds weakly"
+            ) from None
         self._interval = interval_ms / 1000.0
-        self._storages = storages
-        self._on_error = on_error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="walrus-flusher", daemon=True)
 
@@ -59,14 +70,32 @@ class Flusher:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            storages = self._current_storages()
+            # Dropping the owner's last reference in _current_storages runs its finalizer on
+            # this thread, which closes the storages and stops us: check before flushing.
+            if storages is None or self._stop.is_set():
+                return
             try:
-                flush_dirty(self._storages())
+                flush_dirty(storages)
             except OSError as exc:
                 log.error("background fsync failed: %s", exc)
-                self._on_error(exc)
+                self._report(exc)
+
+    def _current_storages(self) -> list[Flushable] | None:
+        """The owner's storages, None once the owner is gone. The strong reference to the
+        owner lives only in this frame: never in ``_run``'s, which an error's traceback keeps
+        (and the owner keeps the error)."""
+        storages = self._storages()
+        return None if storages is None else list(storages())
+
+    def _report(self, exc: OSError) -> None:
+        on_error = self._on_error()
+        if on_error is not None:
+            on_error(exc)
 
     def stop(self) -> None:
-        """Stop and wait for the thread (idempotent)."""
+        """Stop and wait for the thread (idempotent). Called from the thread itself (the owner
+        finalized there) it only stops it."""
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()

@@ -9,7 +9,12 @@ import os
 import sys
 
 from walrus_core.config import Geometry
-from walrus_core.errors import DirectoryLockedError, InvalidConfigError, StorageError
+from walrus_core.errors import (
+    DirectoryLockedError,
+    InvalidConfigError,
+    StorageError,
+    UnsupportedFormatError,
+)
 from walrus_core.format import FORMAT_VERSION, LOCK_NAME, META_NAME
 
 FORMAT_NAME = "walrus-python"
@@ -90,10 +95,6 @@ else:
 
 class DamagedMetaError(InvalidConfigError):
     """``walrus.json`` exists but cannot be read (opening infers the geometry instead)."""
-
-
-class UnsupportedFormatError(InvalidConfigError):
-    """The directory was written in a format version this code does not read."""
 
 
 def write_meta(root: str, geometry: Geometry) -> None:

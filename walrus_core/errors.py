@@ -23,6 +23,10 @@ class InvalidConfigError(WalrusValueError):
     """A configuration value (geometry, schedule, limits, directory) makes no sense."""
 
 
+class UnsupportedFormatError(InvalidConfigError):
+    """The directory was written in an on-disk format version this code does not read."""
+
+
 class EntryTooLargeError(WalrusValueError):
     """A single payload is larger than the largest entry the log accepts (1 GiB by default)."""
 
@@ -37,6 +41,15 @@ class OffsetOutOfRangeError(WalrusValueError):
 
 class WalrusClosedError(WalrusError):
     """The instance was closed; no further calls are accepted."""
+
+
+class ForkedInstanceError(WalrusClosedError):
+    """The instance was inherited through ``fork()``: it belongs to the parent process.
+
+    The child's copy is closed for the child (without touching the parent's files or its
+    directory lock); the child opens a new :class:`~walrus_core.Walrus` once the parent closed
+    its own.
+    """
 
 
 class DirectoryLockedError(WalrusError):

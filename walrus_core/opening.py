@@ -14,13 +14,8 @@ import attrs
 from walrus_core.allocator import Allocator
 from walrus_core.config import FsyncSchedule, Geometry, ReadConsistency
 from walrus_core.cursors import CursorBook, CursorStore
-from walrus_core.directory import (
-    DamagedMetaError,
-    UnsupportedFormatError,
-    read_meta,
-    write_meta,
-)
-from walrus_core.errors import StorageError
+from walrus_core.directory import DamagedMetaError, read_meta, write_meta
+from walrus_core.errors import StorageError, UnsupportedFormatError
 from walrus_core.format import (
     BLOCK_HEADER_SIZE,
     BLOCK_MAGIC,
@@ -75,9 +70,7 @@ def open_directory(
     for name, value in asked.items():
         have = getattr(geometry, name)
         if value is not None and value != have:
-            log.warning(
-                "%s=%d ignored: %s was created with %s=%d", name, value, root, name, have
-            )
+            log.warning("%s=%d ignored: %s was created with %s=%d", name, value, root, name, have)
     sync_each = fsync.is_sync_each
     allocator = Allocator(
         root, geometry, open_storage, sync_each=sync_each, sync_metadata=not fsync.is_none

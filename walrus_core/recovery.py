@@ -301,8 +301,7 @@ def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
                 # blocks it held end early and are truncated or reported as damaged below.
                 full = max(geometry.file_size, -(-size // block_size) * block_size)
                 log.warning(
-                    "%s is %d bytes, shorter than its %d-byte layout; the missing bytes are"
-                    " lost",
+                    "%s is %d bytes, shorter than its %d-byte layout; the missing bytes are lost",
                     path,
                     size,
                     full,
