@@ -2,8 +2,10 @@
 its errors and short writes, and the fallback when io_uring is disabled.
 
 Tests that need a working io_uring skip with the probe's reason when the kernel refuses it
-(seccomp, ``kernel.io_uring_disabled``); the fallback tests run wherever the plugin is
-installed. The whole behaviour suite runs against uring with ``--walrus-backend=uring``.
+(seccomp, ``kernel.io_uring_disabled``), except under ``CI=true``, where a missing io_uring or
+liburing fails them: CI must prove that the ring really runs. The fallback tests run wherever
+the plugin is installed. The whole behaviour suite runs against uring with
+``--walrus-backend=uring``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import gc
 import logging
 import mmap
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,10 +43,13 @@ MANY_BLOCKS: dict[str, Any] = {"block_size": 64 * 1024, "blocks_per_file": 64}
 
 
 def require_uring() -> Any:
-    """The liburing module, or skip (printing the probe's reason) when io_uring is refused."""
+    """The liburing module, or skip (printing the probe's reason) when io_uring is refused;
+    under CI=true the test fails instead."""
     reason = walrus_uring.probe()
     if reason is not None:
         print(f"io_uring unavailable: {reason}")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"io_uring unavailable under CI: {reason}")
         pytest.skip(f"io_uring unavailable: {reason}")
     import liburing  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
@@ -150,6 +156,14 @@ def open_storage(path: Path, size: int = 8 << 20) -> Storage:
     return plugins.default_registry().chain("uring").open(OpenSpec(str(path), size, create=True))
 
 
+def thread_ring_is_io_uring() -> bool:
+    """The calling thread's ring descriptor is a kernel io_uring instance."""
+    ring = walrus_uring._local.__dict__.get("ring")
+    return ring is not None and os.readlink(f"/proc/self/fd/{ring.ring.ring_fd}") == (
+        "anon_inode:[io_uring]"
+    )
+
+
 def ring_is_clean() -> bool:
     """The calling thread's ring has nothing in flight and no completion left unseen."""
     ring = walrus_uring._local.__dict__.get("ring")
@@ -179,6 +193,7 @@ def test_large_durable_batch_is_one_ring_submission(
     assert len(fsyncs.calls) == 1
     assert len(writev.calls) >= 3  # 4 MiB in pieces of about WRITEBACK_AHEAD
     assert datasyncs == []
+    assert thread_ring_is_io_uring()
     assert read_all(wal, "t") == data
     assert ring_is_clean()
 
@@ -243,8 +258,8 @@ def test_runs_of_more_than_iov_max_buffers_are_split(
     data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """1000 entries = 2000 buffers: above JOIN_MAX they go as two writev SQEs (IOV_MAX each at
-    most) at the right offsets, still in one submission."""
+    """1000 entries = 2000 buffers: above JOIN_MAX they go as writev SQEs of RING_IOV_MAX
+    buffers at most (liburing's iovec takes no more), contiguous, still in one submission."""
     monkeypatch.setattr(walrus_uring, "JOIN_MAX", 0)
     wal = wal_factory()
     submits = spy(monkeypatch, liburing, "io_uring_submit")
@@ -252,7 +267,11 @@ def test_runs_of_more_than_iov_max_buffers_are_split(
     data = [payload(i, 100 + i % 50) for i in range(1000)]
     wal.batch_append_for_topic("t", data)
     assert len(submits.calls) == 1
-    assert [len(call[2]) for call in writev.calls] == [1024, 976]
+    counts = [len(call[2]) for call in writev.calls]
+    assert counts == [walrus_uring.RING_IOV_MAX] * 33 + [2000 - 33 * walrus_uring.RING_IOV_MAX]
+    assert [call[3] for call in writev.calls] == counts  # nr_vecs: every buffer is written
+    offsets = [call[4] for call in writev.calls]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
     assert read_all(wal, "t") == data
     wal.close()
     with Walrus(data_dir=data_dir, backend="fd", **ONE_BLOCK) as again:
@@ -263,9 +282,9 @@ def test_runs_of_more_than_iov_max_buffers_are_split(
 def test_memoryview_and_odd_buffers(
     liburing: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ring: bool
 ) -> None:
-    """Views, bytearrays, arrays, mmaps and non-contiguous views are written exactly, and no
-    buffer stays exported afterwards (liburing's Iovec leaks exports of memoryviews: whole views
-    of bytes/bytearray go to the ring as their base object, other runs go through pwritev)."""
+    """Views, bytearrays, arrays, mmaps and non-contiguous views are written exactly, all on the
+    ring (as flat byte views; a non-contiguous one as a copy), and no buffer stays exported
+    afterwards."""
     if not ring:
         monkeypatch.setattr(walrus_uring, "RING_MIN_SYNC", 1 << 62)
     writev = spy(monkeypatch, liburing, "io_uring_prep_writev")
@@ -287,7 +306,8 @@ def test_memoryview_and_odd_buffers(
         assert storage.read(0, 160) == b"h" * 10 + bytes(ba) + bytes(whole)
         assert storage.read(1000, 17) == b"23456" + arr.tobytes()
         assert storage.read(2000, 68) == b"M" * 64 + b"aceg"
-        assert [call[3] for call in writev.calls] == ([0] if ring else [])
+        assert [call[4] for call in writev.calls] == ([0, 1000, 2000] if ring else [])
+        writev.calls.clear()  # the spy's record holds the iovecs, and so the views
         del ops
         gc.collect()
         ba.extend(b"resizable again")  # no export left behind
@@ -345,9 +365,9 @@ def test_sync_each_batch_links_an_fdatasync(
     wal.batch_append_for_topic("t", data)
     assert len(submits.calls) == 1
     assert len(fsyncs.calls) == 1
-    assert fsyncs.calls[0][2] == liburing.IORING_FSYNC_DATASYNC
+    assert fsyncs.calls[0][2] == walrus_uring.IORING_FSYNC_DATASYNC
     # the write SQE is linked to the fdatasync SQE that follows it
-    assert [call[1] for call in flags.calls] == [liburing.IOSQE_IO_LINK]
+    assert [call[1] for call in flags.calls] == [walrus_uring.IOSQE_IO_LINK]
     assert datasyncs == []  # no separate fdatasync system call
     assert read_all(wal, "t") == [b"before", *data]
 
@@ -365,11 +385,11 @@ def test_sync_each_starts_writeback_of_large_runs(
     data = [payload(i, 4000) for i in range(60)]  # ~240 KiB: four blocks
     wal.batch_append_for_topic("t", data)
     assert len(sfr.calls) >= 2
-    assert all(call[4] == liburing.SYNC_FILE_RANGE_WRITE for call in sfr.calls)
+    assert all(call[4] == walrus_uring.SYNC_FILE_RANGE_WRITE for call in sfr.calls)
     assert len(fsyncs.calls) == 1
     used = [call[1] for call in flags.calls]
-    assert used.count(liburing.IOSQE_IO_HARDLINK) == len(sfr.calls)
-    assert set(used) == {liburing.IOSQE_IO_LINK, liburing.IOSQE_IO_HARDLINK}
+    assert used.count(walrus_uring.IOSQE_IO_HARDLINK) == len(sfr.calls)
+    assert set(used) == {walrus_uring.IOSQE_IO_LINK, walrus_uring.IOSQE_IO_HARDLINK}
     assert read_all(wal, "t") == data
 
 
@@ -468,14 +488,14 @@ def test_negative_result_raises_oserror_with_its_errno(liburing: Any, tmp_path: 
 def test_short_writes_are_completed(
     liburing: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool
 ) -> None:
-    """A writev that writes less than asked (here: an Iovec missing its last buffer) is
+    """A writev that writes less than asked (here: an iovec missing its last buffer) is
     completed with pwritev; under sync the chain it cut is re-synced with fdatasync."""
 
     def short(real: Callable[..., Any], items: list[Any]) -> Any:
         return real(items[:-1] if len(items) > 1 else items)
 
     monkeypatch.setattr(walrus_uring, "JOIN_MAX", 0)
-    spy(monkeypatch, liburing, "Iovec", short)
+    spy(monkeypatch, liburing, "iovec", short)
     datasyncs = count_datasyncs(monkeypatch)
     completed: list[tuple[int, int]] = []
     real_from = walrus_uring._pwritev_from
@@ -619,10 +639,13 @@ def test_auto_prefers_uring_when_it_works(
 
 
 def test_probe_runs_the_kernel_check_once(liburing: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once per process: one probe child, then one ring setup here."""
     walrus_uring.clear_probe_cache()
     inits = spy(monkeypatch, liburing, "io_uring_queue_init")
+    children = spy(monkeypatch, walrus_uring, "_child_command")
     for _ in range(3):
         assert walrus_uring.probe() is None
+    assert len(children.calls) == 1
     assert len(inits.calls) == 1
 
 
@@ -639,3 +662,137 @@ def test_probe_reports_a_refused_ring(liburing: Any, monkeypatch: pytest.MonkeyP
     finally:
         walrus_uring.clear_probe_cache()
     assert walrus_uring.probe() is None
+
+
+# --- a liburing that cannot run here ------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """io_uring not disabled by the environment, the probe cache and fallback log reset."""
+    monkeypatch.delenv(walrus_uring.DISABLE_ENV, raising=False)
+    monkeypatch.delenv("WALRUS_BACKEND", raising=False)
+    monkeypatch.delenv("WALRUS_PLATFORM", raising=False)
+    monkeypatch.setattr(plugins, "_logged_fallbacks", set())
+    walrus_uring.clear_probe_cache()
+    yield
+    walrus_uring.clear_probe_cache()
+
+
+def no_child(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record (and refuse) any attempt to start the probe child."""
+    started: list[Any] = []
+
+    def command(sysctl: int | None) -> list[str]:
+        started.append(sysctl)
+        raise AssertionError("the probe child must not start")
+
+    monkeypatch.setattr(walrus_uring, "_child_command", command)
+    return started
+
+
+def test_probe_refuses_another_liburing_release_without_loading_it(
+    fresh_probe: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other release (the 2026.x wheels die with SIGILL on CPUs without AVX-512) is refused
+    from its metadata alone: no child, no import."""
+    monkeypatch.setattr(walrus_uring, "_installed_liburing", lambda: "2026.3.30")
+    started = no_child(monkeypatch)
+    reason = walrus_uring.probe()
+    assert reason is not None
+    assert "liburing 2026.3.30 is installed" in reason
+    assert f"liburing=={walrus_uring.LIBURING_VERSION}" in reason
+    assert started == []
+
+
+def test_probe_names_the_liburing_to_install(
+    fresh_probe: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(walrus_uring, "_installed_liburing", lambda: None)
+    started = no_child(monkeypatch)
+    reason = walrus_uring.probe()
+    assert reason is not None
+    assert f"pip install liburing=={walrus_uring.LIBURING_VERSION}" in reason
+    assert started == []
+
+
+def test_installed_liburing_is_the_pinned_release(liburing: Any) -> None:
+    assert walrus_uring._installed_liburing() == walrus_uring.LIBURING_VERSION
+    assert liburing.__version__ == walrus_uring.LIBURING_VERSION
+
+
+def test_a_liburing_that_kills_its_process_only_kills_the_probe_child(
+    fresh_probe: None,
+    monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A binary that dies with SIGILL (built for CPUs with AVX-512, say) kills only the probe's
+    child: the probe says so, "uring" alone raises with that reason, "uring,fd" falls back to
+    fd with one log line."""
+    crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"]
+    monkeypatch.setattr(walrus_uring, "_child_command", lambda sysctl: crash)
+    reason = walrus_uring.probe()
+    assert reason is not None
+    assert "killed the io_uring probe process with SIGILL" in reason
+    assert "illegal instruction" in reason
+    with pytest.raises(BackendUnavailableError, match="SIGILL"):
+        Walrus(data_dir=data_dir, backend="uring", **ONE_BLOCK)
+    caplog.set_level(logging.INFO, logger="walrus_core.plugins")
+    with Walrus(data_dir=data_dir, backend="uring,fd", **ONE_BLOCK) as wal:
+        assert wal.backend_chain == ("fd",)
+        wal.batch_append_for_topic("t", [b"a", b"b"])
+        assert read_all(wal, "t") == [b"a", b"b"]
+    lines = fallback_lines(caplog)
+    assert len(lines) == 1 and "SIGILL" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("import sys; sys.exit(3)", "the io_uring probe process failed (exit 3)"),
+        ("print('not json')", "the io_uring probe process failed (exit 0)"),
+        ("import os; os.kill(os.getpid(), 9)", "with SIGKILL"),
+        ('print(\'{"reason": "no ring for you"}\')', "no ring for you"),
+    ],
+    ids=["exit", "garbage", "killed", "refused"],
+)
+def test_probe_child_failures_are_reasons(
+    fresh_probe: None, monkeypatch: pytest.MonkeyPatch, script: str, expected: str
+) -> None:
+    monkeypatch.setattr(
+        walrus_uring, "_child_command", lambda sysctl: [sys.executable, "-c", script]
+    )
+    reason = walrus_uring.probe()
+    assert reason is not None and expected in reason
+
+
+def test_probe_child_checks_this_interpreters_liburing(liburing: Any) -> None:
+    """The real probe child: it loads the liburing of this sys.path and passes here."""
+    command = walrus_uring._child_command(walrus_uring._read_sysctl())
+    assert command[:2] == [sys.executable, "-I"]
+    assert walrus_uring._probe_in_child(walrus_uring.LIBURING_VERSION, None) is None
+
+
+def test_kernel_flags_match_liburing_where_it_exposes_them(liburing: Any) -> None:
+    """The kernel ABI values spelled out in the plugin, against liburing's own enums (which its
+    2024.5.3 modules hold, whether or not the Cython it was built with exports them)."""
+    import liburing.common as common  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    import liburing.file as file  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    import liburing.queue as queue  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    expected = {
+        "IOSQE_IO_LINK": (queue, "__queue_define__"),
+        "IOSQE_IO_HARDLINK": (queue, "__queue_define__"),
+        "IORING_FSYNC_DATASYNC": (common, "__common_define__"),
+        "SYNC_FILE_RANGE_WRITE": (file, "__file_define__"),
+    }
+    for name, (module, enum_name) in expected.items():
+        value = getattr(liburing, name, None)
+        if value is None:
+            value = getattr(getattr(module, enum_name), name)
+        assert int(value) == getattr(walrus_uring, name), name
+    iov_max = common.__common_define__.SC_IOV_MAX
+    assert int(iov_max) == walrus_uring.RING_IOV_MAX
+    with pytest.raises(OverflowError):
+        liburing.iovec([b"x"] * (walrus_uring.RING_IOV_MAX + 1))

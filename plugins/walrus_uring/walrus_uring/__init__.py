@@ -5,12 +5,14 @@ FD storage below it), ``walrus_batch_submit`` and ``walrus_close``; single write
 flushes stay with FD, which receives its own handle (the chain rule), so they cost exactly what
 they cost on FD. The background flusher only ever calls ``flush``: it never touches a ring.
 
-A batch on the ring is one writev SQE per contiguous run (cut at ``IOV_MAX`` buffers; runs of
-many small buffers are joined into one), all submitted with one ``io_uring_enter``. Under
-``sync`` the writes are linked (``IOSQE_IO_LINK``) into one chain ending with an fdatasync SQE
-(``IORING_FSYNC_DATASYNC``), so the sync needs no extra round trip. Runs of at least twice
-``WRITEBACK_AHEAD`` are cut into pieces of about that size, and every piece but the last is
-followed in the chain by a hard-linked (a refusal cannot cancel the chain)
+A batch on the ring is one writev SQE per contiguous run, all submitted with one
+``io_uring_enter``. liburing 2024.5.3's ``iovec`` takes at most ``RING_IOV_MAX`` (60) buffers,
+so a run of more buffers is joined into one buffer (one copy) up to ``JOIN_MAX`` bytes, and cut
+into several SQEs of at most 60 buffers above that. Under ``sync`` the writes are linked
+(``IOSQE_IO_LINK``) into one chain ending with an fdatasync SQE (``IORING_FSYNC_DATASYNC``), so
+the sync needs no extra round trip. Runs of at least twice ``WRITEBACK_AHEAD`` are cut into
+pieces of about that size (each joined when it has more than 60 buffers), and every piece but
+the last is followed in the chain by a hard-linked (a refusal cannot cancel the chain)
 ``sync_file_range(SYNC_FILE_RANGE_WRITE)``: the device starts writing each piece back while the
 next is still being copied, and the final fdatasync has little left to wait for.
 
@@ -29,11 +31,17 @@ batches use the ring at all:
 
 Waiting never holds the GIL: the ring is submitted with ``io_uring_submit`` and completions are
 awaited with ``poll`` on the ring's descriptor (``io_uring_submit_and_wait`` would keep the GIL
-for the whole fdatasync). Every CQE is reaped and marked seen; a negative result raises
-``OSError`` with its errno; a short or cancelled write is completed with ``pwritev`` (and synced
-again). liburing 2026.3.30's ``Iovec`` never releases the buffer export it takes of a
-memoryview, so only bytes and bytearrays reach it (a view of a whole one is unwrapped; runs with
-other buffers are written with pwritev).
+for the whole fdatasync). Every CQE is reaped (``io_uring_peek_cqe``) and marked seen; a
+negative result raises ``OSError`` with its errno; a short or cancelled write is completed with
+``pwritev`` (and synced again). Buffers reach ``iovec`` as bytes or flat byte views (a view
+holds a bytearray's export, so it cannot be resized while the kernel writes from it).
+
+liburing is pinned to 2024.5.3, built from its sdist: every later release on PyPI (2026.x) is a
+wheel built with AVX-512 instructions, which dies with SIGILL on CPUs without them. The probe
+reads the installed liburing's version from its metadata before importing it (another release
+is refused without being loaded), then sets up a ring and runs a NOP once in a child process
+(``_ring_check``): a liburing binary that kills its process kills only that child, and the
+probe reports why. Only then is liburing loaded here.
 
 Rings are per thread (``threading.local``), grown to fit the largest batch seen, rebuilt after
 ``fork``. liburing is imported lazily: this module imports (and :func:`probe` says why io_uring
@@ -44,9 +52,11 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
-import platform
 import select
+import signal
+import subprocess
 import sys
 import threading
 from bisect import bisect_left
@@ -60,23 +70,40 @@ from walrus_core.hookspecs import hookimpl
 from walrus_core.plugins import BackendInfo
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
+from . import _ring_check
+
 try:
     __version__ = version("walrus-uring")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-#: The liburing release this module is written against (its Python API changes between releases).
-LIBURING_VERSION = "2026.3.30"
+#: The liburing release this module is written against (its Python API changes between
+#: releases); the probe refuses any other.
+LIBURING_VERSION = "2024.5.3"
 #: Set to 1 to make the probe refuse io_uring ("uring,fd" and "auto" then fall back to fd).
 DISABLE_ENV = "WALRUS_DISABLE_IO_URING"
-#: Buffers per writev SQE (the kernel's UIO_MAXIOV; liburing's ``Iovec`` refuses more).
+#: Buffers per pwritev call (the kernel's UIO_MAXIOV).
 IOV_MAX = 1024
+#: Buffers per writev SQE: liburing 2024.5.3's ``iovec`` refuses more than 60 (it compares with
+#: the sysconf name ``_SC_IOV_MAX``, which is 60, instead of the limit that name stands for).
+RING_IOV_MAX = 60
 #: Submission queue entries of a new thread ring; rings grow (powers of two) up to MAX_RING.
 MIN_RING = 64
 #: The largest ring; a batch needing more SQEs goes in several submissions, in order.
 MAX_RING = 4096
-#: Runs of more than IOV_MAX buffers up to this size are joined into one buffer (one copy).
+#: Runs (or writeback pieces) of more than RING_IOV_MAX buffers up to this size are joined into
+#: one buffer (one copy); so are runs of more than IOV_MAX buffers written with pwritev.
 JOIN_MAX = 8 << 20
+#: Seconds the probe process may take to import liburing and run one NOP.
+PROBE_TIMEOUT = 60.0
+
+# Kernel ABI flags (<linux/io_uring.h>, <linux/fs.h>). liburing 2024.5.3 only exposes them when
+# built with a Cython that exports enum members (the Cython 3.3 its sdist builds with here does
+# not), so they are spelled out.
+IOSQE_IO_LINK = 1 << 2
+IOSQE_IO_HARDLINK = 1 << 3
+IORING_FSYNC_DATASYNC = 1 << 0
+SYNC_FILE_RANGE_WRITE = 2
 
 
 def _env_bytes(name: str, default: int) -> int:
@@ -105,34 +132,10 @@ _WRITE = 0
 _WRITEBACK = 1
 _FSYNC = 2
 _WAIT_MS = 1000
+#: What io_uring_peek_cqe returns when no completion is ready (yet).
+_NOTHING_YET = frozenset((-errno.EAGAIN, -errno.EINTR, -errno.ETIME))
 
 _datasync = getattr(os, "fdatasync", os.fsync)
-
-#: What this module uses from liburing; the probe checks that the installed release has it.
-_NEEDED = (
-    "Cqe",
-    "CqeIter",
-    "IORING_FSYNC_DATASYNC",
-    "IOSQE_IO_HARDLINK",
-    "IOSQE_IO_LINK",
-    "Iovec",
-    "Ring",
-    "SYNC_FILE_RANGE_WRITE",
-    "io_uring_cqe_seen",
-    "io_uring_get_events",
-    "io_uring_get_sqe",
-    "io_uring_prep_fsync",
-    "io_uring_prep_nop",
-    "io_uring_prep_sync_file_range",
-    "io_uring_prep_writev",
-    "io_uring_queue_exit",
-    "io_uring_queue_init",
-    "io_uring_sqe_set_flags",
-    "io_uring_submit",
-    "io_uring_submit_and_wait",
-    "probe",
-)
-_NEEDED_OPS = ("IORING_OP_WRITEV", "IORING_OP_FSYNC", "IORING_OP_SYNC_FILE_RANGE")
 
 #: The liburing module, once the probe found io_uring usable.
 _lib: Any = None
@@ -148,9 +151,10 @@ def _disabled_by_env() -> bool:
 def probe() -> str | None:
     """None when io_uring can be used here, else the reason it cannot.
 
-    ``WALRUS_DISABLE_IO_URING`` is read on every call; the kernel probe (import liburing, the
-    ``kernel.io_uring_disabled`` sysctl, a ring setup and a NOP round trip, the opcodes this
-    module needs) runs once per process: :func:`clear_probe_cache` forgets its answer.
+    ``WALRUS_DISABLE_IO_URING`` is read on every call; the kernel probe (the installed
+    liburing's version, the ``kernel.io_uring_disabled`` sysctl, then a ring setup, a NOP round
+    trip and the opcodes this module needs, first in a child process, then here) runs once per
+    process: :func:`clear_probe_cache` forgets its answer.
     """
     if _disabled_by_env():
         return f"disabled by {DISABLE_ENV}"
@@ -170,15 +174,70 @@ def _read_sysctl() -> int | None:
         return None  # kernels before 6.6 have no such switch
 
 
-def _init_ring(lib: Any, ring: Any, entries: int) -> None:
-    """``io_uring_queue_init`` with SUBMIT_ALL (5.18+) when the kernel knows it."""
-    flags = getattr(lib, "IORING_SETUP_SUBMIT_ALL", 0) | getattr(lib, "IORING_SETUP_CLAMP", 0)
+def _installed_liburing() -> str | None:
+    """The installed liburing's version, read from its metadata (without loading it)."""
     try:
-        lib.io_uring_queue_init(entries, ring, flags)
+        return version("liburing")
+    except PackageNotFoundError:
+        return None
+
+
+def _child_command(sysctl: int | None) -> list[str]:
+    """The probe process: this interpreter, isolated, running ``_ring_check`` with our
+    ``sys.path`` (so that it loads the very liburing this process would)."""
+    script = _ring_check.__file__
+    return [
+        sys.executable,
+        "-I",
+        script,
+        json.dumps(sys.path),
+        "" if sysctl is None else str(sysctl),
+    ]
+
+
+def _probe_in_child(liburing_version: str, sysctl: int | None) -> str | None:
+    """Run the ring check in a child process: None if it passed, else why not (including the
+    signal that killed the child, e.g. SIGILL from a binary built for other CPUs)."""
+    if not sys.executable:
+        return None  # an embedded interpreter cannot start itself: check in-process only
+    try:
+        done = subprocess.run(
+            _child_command(sysctl),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"the io_uring probe process did not answer within {PROBE_TIMEOUT:g} s"
     except OSError as exc:
-        if exc.errno != errno.EINVAL or not flags:
-            raise
-        lib.io_uring_queue_init(entries, ring, 0)
+        return f"the io_uring probe process could not start: {exc}"
+    if done.returncode < 0:
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        hint = ""
+        if done.returncode == -signal.SIGILL:
+            hint = (
+                " (illegal instruction: the liburing binary uses CPU instructions this CPU"
+                " lacks, e.g. AVX-512; build it on this machine with: pip install"
+                " --force-reinstall --no-cache-dir --no-binary liburing"
+                f" liburing=={LIBURING_VERSION})"
+            )
+        return f"liburing {liburing_version} killed the io_uring probe process with {name}{hint}"
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        answer = None
+    if done.returncode != 0 or not isinstance(answer, dict):
+        errors = done.stderr.strip().splitlines()
+        detail = errors[-1] if errors else "no answer"
+        return f"the io_uring probe process failed (exit {done.returncode}): {detail}"
+    reason = answer.get("reason")
+    return None if reason is None else str(reason)
 
 
 @functools.cache
@@ -186,63 +245,32 @@ def _probe_kernel() -> str | None:
     global _lib
     if not sys.platform.startswith("linux"):
         return f"io_uring exists only on Linux (this is {sys.platform})"
-    try:
-        import liburing  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except Exception as exc:
+    installed = _installed_liburing()
+    if installed is None:
         return (
-            f"liburing cannot be imported ({type(exc).__name__}: {exc});"
-            f" install it with: pip install liburing=={LIBURING_VERSION}"
+            f"liburing is not installed; install it with: pip install liburing=={LIBURING_VERSION}"
         )
-    missing = [name for name in _NEEDED if not hasattr(liburing, name)]
-    if missing:
+    if installed != LIBURING_VERSION:
+        # Not even imported: its API differs, and the 2026.x wheels die with SIGILL on CPUs
+        # without AVX-512 as soon as a ring is made.
         return (
-            f"liburing {getattr(liburing, '__version__', '?')} lacks {', '.join(missing)};"
-            f" walrus-uring needs liburing=={LIBURING_VERSION}"
+            f"liburing {installed} is installed; walrus-uring needs liburing=={LIBURING_VERSION}"
+            " (its Python API differs between releases)"
         )
     sysctl = _read_sysctl()
     if sysctl is not None and sysctl >= 2:
         return f"io_uring is disabled by the sysctl kernel.io_uring_disabled={sysctl}"
-    ring = liburing.Ring()
+    reason = _probe_in_child(installed, sysctl)
+    if reason is not None:
+        return reason
+    # The same binary just ran in a child on this CPU: loading it here cannot kill us.
     try:
-        _init_ring(liburing, ring, 8)
-    except OSError as exc:
-        if sysctl == 1:
-            why = " (kernel.io_uring_disabled=1 allows it only to the io_uring_group)"
-        elif exc.errno == errno.ENOSYS:
-            why = " (kernel without io_uring, or the syscall is filtered by seccomp)"
-        elif exc.errno == errno.EPERM:
-            why = " (refused: seccomp, a container policy or the sysctl)"
-        else:
-            why = ""
-        return f"io_uring_setup failed: {exc}{why}"
-    try:
-        sqe = liburing.io_uring_get_sqe(ring)
-        if sqe is None:
-            return "a new ring has no free submission entry"
-        liburing.io_uring_prep_nop(sqe)
-        sqe.user_data = 1
-        liburing.io_uring_submit_and_wait(ring, 1)  # one NOP: it completes at once
-        cqe = liburing.Cqe()
-        done = 0
-        for _ in liburing.CqeIter(ring, cqe):
-            entry = cqe[0]
-            try:
-                _ = entry.res
-            finally:
-                liburing.io_uring_cqe_seen(ring, entry)
-            done += 1
-        if not done:
-            return "a NOP submission did not complete"
-        ops = liburing.probe()
-        if not ops:
-            return f"the kernel ({platform.release()}) cannot list io_uring opcodes (before 5.6)"
-        unsupported = [op for op in _NEEDED_OPS if not ops.get(op)]
-        if unsupported:
-            return f"the kernel ({platform.release()}) lacks io_uring {', '.join(unsupported)}"
-    except OSError as exc:
-        return f"a NOP submission failed: {exc}"
-    finally:
-        liburing.io_uring_queue_exit(ring)
+        import liburing  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except Exception as exc:
+        return f"liburing cannot be imported ({type(exc).__name__}: {exc})"
+    reason = _ring_check.check_ring(liburing, sysctl)
+    if reason is not None:
+        return reason
     _lib = liburing
     return None
 
@@ -277,15 +305,14 @@ class _Ring:
     __slots__ = ("cqe", "entries", "generation", "inflight", "lib", "poller", "ring")
 
     def __init__(self, lib: Any, entries: int) -> None:
-        ring = lib.Ring()
-        _init_ring(lib, ring, entries)
+        ring = _ring_check.new_ring(lib, entries)
         self.lib = lib
         self.ring: Any = ring
         self.entries = entries
         self.generation = _generation
         #: Submitted entries whose completion was not reaped yet.
         self.inflight = 0
-        self.cqe = lib.Cqe()
+        self.cqe = lib.io_uring_cqe()
         self.poller = select.poll()
         self.poller.register(ring.ring_fd, select.POLLIN)
 
@@ -324,6 +351,23 @@ def _thread_ring(lib: Any, needed: int) -> _Ring:
     return ring
 
 
+def _next_completion(lib: Any, ring: _Ring) -> tuple[int, int] | None:
+    """The next ready completion as (user_data, result), marked seen; None when none is ready.
+    Raises OSError if the ring itself fails."""
+    uring = ring.ring
+    cqe = ring.cqe
+    got = lib.io_uring_peek_cqe(uring, cqe)
+    if got != 0:
+        if got in _NOTHING_YET:
+            return None
+        raise OSError(-got, f"io_uring_peek_cqe: {os.strerror(-got)}")
+    try:
+        return cqe.user_data, cqe.res
+    finally:
+        lib.io_uring_cqe_seen(uring, cqe)
+        ring.inflight -= 1
+
+
 def _discard_ring(ring: _Ring) -> None:
     """After an unexpected failure mid-batch: wait (a while) for what the kernel still owns
     (its buffers are alive until we return), then drop the ring, queued entries included, so
@@ -335,9 +379,8 @@ def _discard_ring(ring: _Ring) -> None:
         if ring.inflight <= 0 or ring.ring is None:
             break
         try:
-            for _ in lib.CqeIter(ring.ring, ring.cqe):
-                lib.io_uring_cqe_seen(ring.ring, ring.cqe[0])
-                ring.inflight -= 1
+            while ring.inflight > 0 and _next_completion(lib, ring) is not None:
+                pass
             if ring.inflight > 0:
                 ring.poller.poll(_WAIT_MS)
         except BaseException:
@@ -370,7 +413,8 @@ class UringHandle:
 
 
 def _plain(buf: Any) -> Any:
-    """A buffer os.pwritev takes as is: bytes, or a flat contiguous byte view."""
+    """A buffer os.pwritev and liburing's ``iovec`` take as is: bytes, or a flat contiguous
+    byte view (``iovec`` reads ``len()`` bytes from the first item's address)."""
     if type(buf) is bytes:
         return buf
     view = memoryview(buf)
@@ -379,103 +423,71 @@ def _plain(buf: Any) -> Any:
     return view.cast("B") if view.ndim != 1 or view.format != "B" else view
 
 
-_BYTES_ONLY = frozenset((bytes,))
-
-
-def _leak_free(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
-    """``items`` as bytes and bytearrays only, or None if some buffer is neither (nor a whole
-    view of one).
-
-    liburing 2026.3.30's ``Iovec`` takes a buffer export of every other object (memoryview,
-    mmap, array) and never releases it: the object can never be freed, resized or closed again.
-    A view of a whole bytes/bytearray is replaced by that object (the view, still referenced by
-    the caller, keeps a bytearray from being resized during the I/O); a bare bytearray gets a
-    view of its own for the same reason (second list).
-    """
-    out: list[Any] = []
-    holds: list[Any] = []
-    for buf in items:
-        kind = type(buf)
-        if kind is bytes:
-            out.append(buf)
-        elif kind is memoryview:
-            base = buf.obj
-            if type(base) in (bytes, bytearray) and buf.nbytes == len(base) and buf.contiguous:
-                out.append(base)
-            else:
-                return None
-        elif kind is bytearray:
-            out.append(buf)
-            holds.append(memoryview(buf))
-        else:
-            return None
-    return out, holds
-
-
-# One SQE of a batch: (kind, op index, offset, expected bytes, Iovec or None, what to keep alive)
+# One SQE of a batch: (kind, op index, offset, expected bytes, iovec or None, what to keep alive)
 _Sqe = tuple[int, int, int, int, Any, Any]
 
 
-def _pieces(items: list[Any], limit: int) -> list[tuple[int, list[Any]]]:
-    """Cut ``items`` (bytes and bytearrays: ``len`` is exact) at buffer boundaries into pieces
-    of at least ``limit`` bytes (the last may be smaller) and at most IOV_MAX buffers."""
+def _pieces(items: list[Any], limit: int, max_buffers: int) -> list[tuple[int, list[Any]]]:
+    """Cut ``items`` (bytes and flat byte views: ``len`` is exact) at buffer boundaries into
+    pieces of at least ``limit`` bytes (the last may be smaller) and at most ``max_buffers``
+    buffers, each with its size."""
     cum = list(accumulate(map(len, items)))
     out: list[tuple[int, list[Any]]] = []
     start = 0
     done = 0
     count = len(items)
     while start < count:
-        end = min(bisect_left(cum, done + limit, start) + 1, count, start + IOV_MAX)
+        end = min(bisect_left(cum, done + limit, start) + 1, count, start + max_buffers)
         out.append((cum[end - 1] - done, items[start:end]))
         done = cum[end - 1]
         start = end
     return out
 
 
+def _ring_writes(size: int, items: list[Any]) -> list[tuple[int, list[Any]]]:
+    """One piece of a run as the writev SQEs it needs: itself if it has at most RING_IOV_MAX
+    buffers, else joined into one buffer (up to JOIN_MAX bytes), else cut every RING_IOV_MAX
+    buffers."""
+    if len(items) <= RING_IOV_MAX:
+        return [(size, items)]
+    if size <= JOIN_MAX:
+        return [(size, [b"".join(items)])]
+    return _pieces(items, size, RING_IOV_MAX)
+
+
 def _plan(
     lib: Any, ops: Sequence[WriteOp], sync: bool, writeback: bool
 ) -> tuple[list[_Sqe], list[int]]:
-    """Every SQE of the batch with its Iovec built (all that can fail before a ring is used),
-    and the indexes of the ops to write with pwritev instead (buffers liburing would leak).
+    """Every SQE of the batch with its iovec built (all that can fail before a ring is used),
+    and the indexes of the ops to write with pwritev instead (buffers that are not buffers).
 
     Under ``sync`` (with ``writeback``), runs of at least 2 x WRITEBACK_AHEAD are cut into
     pieces of about WRITEBACK_AHEAD bytes, each followed by a sync_file_range SQE."""
     plan: list[_Sqe] = []
     direct: list[int] = []
-    Iovec = lib.Iovec
+    make_iovec = lib.iovec
     ahead = WRITEBACK_AHEAD if sync and writeback else 0
     for index, op in enumerate(ops):
-        bufs = op.buffers
-        count = len(bufs)
-        nbytes = op.nbytes
-        if count == 0 or nbytes == 0:
+        if not op.buffers or op.nbytes == 0:
             continue
-        items = bufs if type(bufs) is list else list(bufs)
-        cut = 0 < ahead <= nbytes // 2
-        if count > IOV_MAX and nbytes <= JOIN_MAX and not cut:
-            # Many small buffers: one copy is cheaper than counting bytes to split the run.
-            try:
-                data = b"".join(items)
-            except (TypeError, BufferError):
-                direct.append(index)
-                continue
-            plan.append((_WRITE, index, op.offset, len(data), Iovec([data]), data))
+        try:
+            # liburing's iovec refuses empty buffers; they write nothing anyway.
+            items = [buf for buf in map(_plain, op.buffers) if len(buf)]
+        except (TypeError, ValueError, BufferError):
+            direct.append(index)  # pwritev raises the right error, or copes
             continue
-        keep: Any = items
-        if set(map(type, items)) != _BYTES_ONLY:
-            converted = _leak_free(items)
-            if converted is None:
-                direct.append(index)
-                continue
-            items, holds = converted
-            keep = (items, holds)
-        if count <= IOV_MAX and not cut:
-            plan.append((_WRITE, index, op.offset, nbytes, Iovec(items), keep))
+        if not items:
             continue
+        nbytes = sum(map(len, items))
+        if 0 < ahead <= nbytes // 2:
+            pieces = _pieces(items, ahead, len(items))
+        else:
+            pieces = [(nbytes, items)]
         offset = op.offset
-        for size, chunk in _pieces(items, ahead if cut else nbytes):
-            plan.append((_WRITE, index, offset, size, Iovec(chunk), (chunk, keep)))
-            offset += size
+        for piece_size, piece in pieces:
+            for size, chunk in _ring_writes(piece_size, piece):
+                plan.append((_WRITE, index, offset, size, make_iovec(chunk), chunk))
+                offset += size
     if sync:
         if ahead and len(plan) > 1:
             # Start writing big pieces back while the chain copies the next ones; not after
@@ -493,26 +505,25 @@ def _plan(
 
 
 def _prep(lib: Any, ring: Any, fd: int, part: list[_Sqe], base: int, link: bool) -> None:
-    """Put ``part`` in the submission queue (user_data = index in the batch)."""
+    """Put ``part`` in the submission queue (user_data = 1 + index in the batch: liburing
+    2024.5.3 refuses a user_data of 0)."""
     get_sqe = lib.io_uring_get_sqe
     set_flags = lib.io_uring_sqe_set_flags
-    link_flag = lib.IOSQE_IO_LINK
-    hard_flag = lib.IOSQE_IO_HARDLINK
     last = len(part) - 1
     for i, (kind, _index, offset, nbytes, iov, _keep) in enumerate(part):
         sqe = get_sqe(ring)
-        if sqe is None:  # cannot happen: the ring is sized for the part and was empty
+        if not sqe:  # cannot happen: the ring is sized for the part and was empty
             raise OSError(errno.EBUSY, "io_uring submission queue is full")
         if kind == _WRITE:
-            lib.io_uring_prep_writev(sqe, fd, iov, offset)
-            flag = link_flag
+            lib.io_uring_prep_writev(sqe, fd, iov, len(iov), offset)
+            flag = IOSQE_IO_LINK
         elif kind == _WRITEBACK:
-            lib.io_uring_prep_sync_file_range(sqe, fd, nbytes, offset, lib.SYNC_FILE_RANGE_WRITE)
-            flag = hard_flag  # its failure must not cancel the rest of the chain
+            lib.io_uring_prep_sync_file_range(sqe, fd, nbytes, offset, SYNC_FILE_RANGE_WRITE)
+            flag = IOSQE_IO_HARDLINK  # its failure must not cancel the rest of the chain
         else:
-            lib.io_uring_prep_fsync(sqe, fd, lib.IORING_FSYNC_DATASYNC)
+            lib.io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC)
             flag = 0
-        sqe.user_data = base + i
+        sqe.user_data = base + i + 1
         if link and i != last:
             set_flags(sqe, flag)
 
@@ -525,27 +536,14 @@ def _wait(lib: Any, ring: _Ring) -> None:
 
 def _reap(lib: Any, ring: _Ring, results: list[int]) -> None:
     """Collect every in-flight completion into ``results`` (by user_data); every CQE is marked
-    seen, also when reading its result raised (a negative result raises OSError)."""
-    uring = ring.ring
-    cqe = ring.cqe
-    seen = lib.io_uring_cqe_seen
-    cqe_iter = lib.CqeIter
-    while True:
-        for _ in cqe_iter(uring, cqe):
-            entry = cqe[0]
-            try:
-                index = entry.user_data
-                try:
-                    res = entry.res
-                except OSError as exc:
-                    res = -(exc.errno or errno.EIO)
-            finally:
-                seen(uring, entry)
-            results[index] = res
-            ring.inflight -= 1
-        if ring.inflight <= 0:
-            return
-        _wait(lib, ring)
+    seen as soon as it is read."""
+    while ring.inflight > 0:
+        completion = _next_completion(lib, ring)
+        if completion is None:
+            _wait(lib, ring)
+            continue
+        user_data, res = completion
+        results[user_data - 1] = res
 
 
 def _submit_all(lib: Any, ring: _Ring, count: int) -> None:
