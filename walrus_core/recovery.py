@@ -156,9 +156,10 @@ def nonzero_extent(block: Block, pos: int, extents: DataExtents | None) -> int:
             chunk = block.storage.read(base + at, size)
             if not chunk:
                 return last_nonzero - pos
-            stripped = len(chunk.rstrip(b"\x00"))
-            if stripped:
-                last_nonzero = at + stripped
+            # Comparing with zeros is a memcmp; rstrip (which finds where the bytes end) only
+            # runs where something non-zero is there.
+            if chunk != bytes(len(chunk)):
+                last_nonzero = at + len(chunk.rstrip(b"\x00"))
             at += len(chunk)
     return last_nonzero - pos
 
@@ -200,10 +201,15 @@ def scan_block(
     positions: list[int] = []
     damaged = False
     limit = block.limit
+    trailing = -1  # not looked at yet
     while pos + ENTRY_HEADER_SIZE <= limit and (expected is None or count < expected):
         valid = _valid_at(data, block, pos, offset)
         if valid is None:
-            found = _resync(data, block, pos, offset, extents)
+            if expected is None and not any(data.get(pos, ENTRY_HEADER_SIZE)):
+                trailing = nonzero_extent(block, pos, extents)
+                if trailing == 0:
+                    break  # the clean end: nothing but zeros follows
+            found = _resync(data, block, pos, offset)
             if found is None:
                 break
             damaged = True
@@ -220,20 +226,15 @@ def scan_block(
         count += 1
         if not flags & FLAG_BATCH_OPEN:
             committed = count
-    trailing = 0
-    if expected is None and pos < limit:
-        trailing = nonzero_extent(block, pos, extents)
+    if trailing < 0:
+        trailing = nonzero_extent(block, pos, extents) if expected is None and pos < limit else 0
     return ScanResult(count, pos, last, committed, positions, damaged, trailing)
 
 
-def _resync(
-    data: _BlockBytes, block: Block, pos: int, offset: int, extents: DataExtents | None
-) -> tuple[int, int] | None:
+def _resync(data: _BlockBytes, block: Block, pos: int, offset: int) -> tuple[int, int] | None:
     """After a bad entry for ``offset`` at ``pos``: (position of the next valid entry,
-    entries skipped), or None when nothing valid follows (the end, or a torn write)."""
+    entries skipped), or None when nothing valid follows (a torn write)."""
     header = data.get(pos, ENTRY_HEADER_SIZE)
-    if not any(header) and nonzero_extent(block, pos, extents) == 0:
-        return None  # the clean end: nothing but zeros follows
     if len(header) == ENTRY_HEADER_SIZE:
         # Only the payload may be damaged: the entry after it is where its length says.
         _crc, length, seq, version, _flags, tag = _unpack_header(header)
