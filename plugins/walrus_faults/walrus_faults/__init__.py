@@ -13,6 +13,16 @@ own :class:`FaultPlan`, so tests build one per WAL instead of flipping global sw
     ...
     plan.power_loss(seed=7)                          # drop what was not flushed; then reopen
 
+Fault kinds of :meth:`FaultPlan.fail`: by default the operation fails *before* anything
+reaches the storage below (nothing written); ``torn=True`` lands part of the bytes first;
+``after_write=True`` lets the operation complete below, entirely, and then raises (the bytes
+are in the file, or the flush is done, but the caller sees the error: a sync that fails after
+the write, a lost acknowledgement)::
+
+    plan.fail("write", after_write=True, errno=errno.EIO)         # lands, then EIO
+    plan.fail("batch_submit", after_write=True, kind="data")      # every run lands (and syncs)
+    plan.fail("flush", after_write=True)                          # durable, then EIO
+
 Power loss: the layer remembers, per file, the old contents of every range written since the
 file's last completed flush (writes through an ``O_DSYNC`` storage count as flushed at once).
 ``power_loss()`` puts those old bytes back (all of them, or a random subset of 512-byte
@@ -46,6 +56,7 @@ class _Rule:
     kind: str | None
     torn: bool  # write part of the bytes before failing
     repeat: bool
+    after_write: bool = False  # complete the operation below, then fail
 
 
 class FaultPlan:
@@ -70,14 +81,26 @@ class FaultPlan:
         kind: str | None = None,
         torn: bool = False,
         repeat: bool = False,
+        after_write: bool = False,
     ) -> None:
         """Make the ``nth`` next ``op`` (write, read, flush, batch_submit) on files of ``kind``
         (``"data"``, ``"cursors"`` or any) raise ``OSError(errno)``; with ``torn`` a write
-        first lands part of its bytes; with ``repeat`` every later one fails too."""
+        first lands part of its bytes; with ``repeat`` every later one fails too.
+
+        With ``after_write`` (write, batch_submit and flush only; not with ``torn``) the
+        operation is carried out completely by the storage below before the error is raised:
+        a write's bytes all land, a batch lands every run (and syncs when asked), a flush makes
+        the file durable. For power loss the bytes count as unflushed unless the operation
+        itself made them durable (a synced batch, a flush, an ``O_DSYNC`` storage).
+        """
         if op not in OPS:
             raise ValueError(f"op must be one of {OPS}")
+        if after_write and op == "read":
+            raise ValueError("after_write applies to write, batch_submit and flush")
+        if after_write and torn:
+            raise ValueError("after_write and torn exclude each other")
         with self._lock:
-            self._rules.append(_Rule(op, nth, errno, kind, torn, repeat))
+            self._rules.append(_Rule(op, nth, errno, kind, torn, repeat, after_write))
 
     def heal(self) -> None:
         """Remove every pending fault (space came back)."""
@@ -151,6 +174,10 @@ class _Handle:
         self.durable = spec.sync_each
 
 
+def _injected(rule: _Rule) -> OSError:
+    return OSError(rule.errno, os.strerror(rule.errno) + " (injected)")
+
+
 def _flat(buffers: Buffers) -> bytes:
     return b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
 
@@ -188,9 +215,13 @@ class FaultLayer:
 
     @hookimpl
     def walrus_write(self, handle: _Handle, offset: int, buffers: Buffers, nbytes: int) -> None:
-        """Maybe fail (torn: part of the bytes land first), else record and delegate."""
+        """Maybe fail (torn: part of the bytes land first; after_write: all of them land), else
+        record and delegate."""
         rule = handle.plan._check("write", handle.kind)
         self._save(handle, offset, nbytes)
+        if rule is not None and rule.after_write:
+            handle.lower.write(offset, buffers, nbytes)
+            raise _injected(rule)
         if rule is not None:
             if rule.torn and nbytes > 1:
                 data = _flat(buffers)[: max(1, nbytes // 2)]
@@ -208,8 +239,13 @@ class FaultLayer:
 
     @hookimpl
     def walrus_flush(self, handle: _Handle) -> None:
-        """Maybe fail (nothing becomes durable), else delegate and forget the undo log."""
+        """Maybe fail (nothing becomes durable; after_write: the flush completes first), else
+        delegate and forget the undo log."""
         rule = handle.plan._check("flush", handle.kind)
+        if rule is not None and rule.after_write:
+            handle.lower.flush()
+            handle.plan._flushed(handle.path)
+            raise _injected(rule)
         if rule is not None:
             raise OSError(rule.errno, os.strerror(rule.errno) + " (injected)")
         handle.lower.flush()
@@ -217,11 +253,17 @@ class FaultLayer:
 
     @hookimpl
     def walrus_batch_submit(self, handle: _Handle, ops: Sequence[WriteOp], sync: bool) -> None:
-        """Maybe fail part-way (earlier runs landed, torn: half of the failing one), else
-        delegate; a synced batch is durable, so its file's undo log is dropped."""
+        """Maybe fail part-way (earlier runs landed, torn: half of the failing one; after_write:
+        the whole batch landed, synced if asked), else delegate; a synced batch is durable, so
+        its file's undo log is dropped."""
         rule = handle.plan._check("batch_submit", handle.kind)
         for op in ops:
             self._save(handle, op.offset, op.nbytes)
+        if rule is not None and rule.after_write:
+            handle.lower.batch_submit(ops, sync)
+            if sync:
+                handle.plan._flushed(handle.path)
+            raise _injected(rule)
         if rule is not None:
             landed = ops[: len(ops) // 2]
             if landed:
