@@ -54,6 +54,11 @@ def walrus_open(spec: OpenSpec, lower: Storage | None) -> Any:
     when it returns. ``lower`` is the storage opened by the chain below this plugin (None for a
     base backend): a layer wraps it, delegates to it, or ignores it. The handle is opaque to
     the engine and is passed back to this plugin's other hooks.
+
+    One file may be opened and closed many times while a log is open: the engine keeps a
+    bounded number of data files open and reopens them on demand, after flushing a dirty one.
+    Recovery may also look at a data file's holes (``SEEK_DATA``) through a descriptor of its
+    own, so the bytes written must be the bytes of the file at ``spec.path``.
     """
     raise NotImplementedError
 
