@@ -301,9 +301,12 @@ def test_fsync_schedule_built_directly_is_validated_too() -> None:
         FsyncSchedule(kind, 0)
 
 
-def test_longest_fsync_interval_runs_and_closes(tmp_path: Path) -> None:
+def test_longest_fsync_interval_runs_and_closes(tmp_path: Path, backend_name: str) -> None:
     wal = Walrus(
-        data_dir=tmp_path, backend="fd", fsync=FsyncSchedule.milliseconds(ONE_DAY_MS), **SMALL
+        data_dir=tmp_path,
+        backend=backend_name,
+        fsync=FsyncSchedule.milliseconds(ONE_DAY_MS),
+        **SMALL,
     )
     wal.append_for_topic("t", b"x")
     wal.flush()

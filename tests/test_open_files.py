@@ -9,10 +9,12 @@ from __future__ import annotations
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from walrus_core import FsyncSchedule, Walrus, files
+from walrus_core.background import flush_dirty
 from walrus_core.files import OpenFiles
 from walrus_core.plugins import default_registry
 from walrus_core.storage import OpenSpec
@@ -95,3 +97,65 @@ def test_a_dirty_file_is_flushed_before_it_is_closed(tmp_path: Path, backend_nam
     pool.open(OpenSpec(path=str(tmp_path / "b"), size=4096, create=True))
     assert flushed == ["a"] and not first.is_open and not first.dirty
     assert first.read(0, 1) == b"x"  # reopened on demand
+
+
+class _CountingStorage:
+    """A stand-in backend handle that counts flushes."""
+
+    def __init__(self, spec: OpenSpec) -> None:
+        self.spec = spec
+        self.flushes = 0
+        self.closed = False
+
+    def write(self, offset: int, buffers: object, nbytes: int) -> None:
+        pass
+
+    def read(self, offset: int, size: int) -> bytes:
+        return b""
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def batch_submit(self, ops: object, sync: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_flush_racing_an_eviction_returns_only_once_the_file_is_synced() -> None:
+    """The flusher clears a file's dirty flag just as an eviction is closing it: the flush must
+    not return before the file was synced (it waits for the eviction, which syncs whatever the
+    flag says, or finds the handle the eviction kept because of the flush's pin)."""
+    opened: list[_CountingStorage] = []
+
+    def open_storage(spec: OpenSpec) -> Any:
+        opened.append(_CountingStorage(spec))
+        return opened[-1]
+
+    pool = OpenFiles(open_storage, track_dirty=True, flush_before_close=True, capacity=1)
+    first = pool.open(OpenSpec(path="A", size=1, create=True))
+    first.write(0, (b"x",), 1)
+    raw = opened[0]
+    seen_at_return: list[int] = []
+
+    def flush_now() -> None:
+        flush_dirty([first], force=True)  # what Walrus.flush() does on another thread
+        seen_at_return.append(raw.flushes)
+
+    flusher = threading.Thread(target=flush_now)
+
+    class PinsThatSwitch(list[None]):
+        # The evictor looks at the pins with the handle already unpublished: run the flush then.
+        def __bool__(self) -> bool:
+            if not flusher.is_alive() and not seen_at_return:
+                flusher.start()
+                flusher.join(0.3)
+            return len(self) > 0
+
+    first._pins = PinsThatSwitch()
+    pool.open(OpenSpec(path="B", size=1, create=True))  # evicts A
+    flusher.join(10)
+    # Either the eviction saw the flush's pin and kept A open, or it closed A after syncing it.
+    assert raw.flushes >= 1 and (not raw.closed or first._storage is None)
+    assert seen_at_return and seen_at_return[0] >= 1, "flush() returned before A was synced"

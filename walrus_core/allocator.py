@@ -79,14 +79,16 @@ class Allocator:
         path = self.path_of(file_no)
         if os.path.exists(path):  # never clobber a file we did not account for
             raise FileExistsError(17, "data file already exists", path)
+        # The number is used up before the file is created: if creating or sizing it fails
+        # half-way, the next allocation takes the next number instead of finding this one.
+        self.max_file_no = file_no
         storage = self.open_files.open(
             OpenSpec(path=path, size=size, create=True, sync_each=self.sync_each)
         )
         # Registered before syncing: if the sync fails the file still exists, and the next
-        # allocation must neither reuse its number nor lose track of it.
+        # allocation must not lose track of it.
         self.files[file_no] = storage
         self.file_slots[file_no] = slots
-        self.max_file_no = file_no
         if self.sync_metadata:
             storage.flush()
             fsync_dir(self.root)

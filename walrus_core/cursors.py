@@ -258,12 +258,13 @@ class CursorBook:
         self._stored: dict[tuple[str, str], StoredCursor] = {}
 
     # -- opening ----------------------------------------------------------------------------
-    def load(self, topics: dict[str, Topic]) -> None:
+    def load(self, topics: dict[str, Topic], *, sync: bool) -> None:
         """Read ``cursors.dat`` and reconcile it with the recovered topics: a cursor past the
         end of its topic (data after it was lost to a power loss) is moved back to the end and
-        persisted there at once, so that a later crash cannot make it jump forward again over
-        entries appended since."""
+        persisted there at once (synced unless ``sync`` is false), so that a later crash or power
+        loss cannot make it jump forward again over entries appended since."""
         self._stored = self.store.load()
+        clamped = False
         for (name, consumer), stored in list(self._stored.items()):
             topic = topics.get(name)
             end = topic.end if topic is not None else 0
@@ -285,6 +286,13 @@ class CursorBook:
                     f"persisting the cursor of topic {name!r} failed: {exc}"
                 ) from exc
             self._stored[(name, consumer)] = StoredCursor(stored.slot, stored.seq + 1, end, 0, 0)
+            clamped = True
+        if clamped and sync:
+            try:
+                for storage in self.store.storages():
+                    storage.flush()
+            except OSError as exc:
+                raise StorageError(f"syncing {self.store.path} failed: {exc}") from exc
 
     # -- cursors ----------------------------------------------------------------------------
     def cursor(self, topic: Topic, consumer: str | None) -> Cursor:

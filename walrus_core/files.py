@@ -10,8 +10,9 @@ An operation pins its file for its duration, so a handle is never closed under a
 operation. The pin is a ``list.append``/``list.pop`` (atomic under the GIL) and eviction
 publishes ``storage = None`` before it looks at the pins, so either the operation sees the
 handle gone and reopens it, or eviction sees the pin and keeps the handle: no lock on the hot
-path. A dirty file is flushed before it is closed (unless the schedule never syncs), so
-durability does not depend on which files happen to be open.
+path. A file is flushed before it is closed (unless the schedule never syncs), and a flush that
+meets a file being closed waits for that, so durability does not depend on which files happen
+to be open.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class DataFile:
         pins.append(None)
         try:
             storage = self._storage
+            if storage is None:
+                # Maybe an eviction is closing it right now: wait for it (it flushes first),
+                # or find the handle it kept because of this pin.
+                storage = self._pool.current(self)
             if storage is not None:
                 storage.flush()
         finally:
@@ -179,12 +184,18 @@ class OpenFiles:
                 file._storage = storage  # in use: keep it
                 continue
             try:
-                if file.dirty and self._flush_before_close:
+                # Always, not only when dirty: a flush that raced with this eviction may have
+                # cleared the flag and then found no handle.
+                if self._flush_before_close:
                     storage.flush()
-                    file.dirty = False
-            except OSError:
+                file.dirty = False
+            except OSError as exc:
+                # Keep it open (the flusher reports the failure); try the next candidate.
                 file._storage = storage
-                raise
+                log.warning(
+                    "keeping %s open: flushing it before closing failed: %s", file.path, exc
+                )
+                continue
             del self._open[key]
             try:
                 storage.close()
@@ -192,6 +203,11 @@ class OpenFiles:
                 log.warning("closing %s failed: %s", file.path, exc)
             return True
         return False
+
+    def current(self, file: DataFile) -> Storage | None:
+        """The handle of ``file`` once no eviction is in progress (None: it is closed)."""
+        with self._lock:
+            return file._storage
 
     def forget(self, file: DataFile) -> None:
         """``file`` was closed by its owner."""

@@ -103,6 +103,7 @@ class Topic:
         "firsts",
         "lock",
         "name",
+        "pending_dead",
         "raw",
         "retire_head",
         "start",
@@ -119,6 +120,9 @@ class Topic:
         # Set after a failed batch: stale bytes may follow the head's end, so the next write
         # seals the head and starts a fresh block instead of writing after them.
         self.retire_head = False
+        # Blocks a failed write allocated that could not be marked dead yet: marked before the
+        # topic takes another write, so recovery can never adopt them.
+        self.pending_dead: list[Block] = []
         # The topic's cursors by consumer name (None: the default one); only the CursorBook
         # (cursors.py) adds to it. It lives here so a read finds its cursor with one lookup.
         self.cursors: dict[str | None, Cursor] = {}

@@ -90,7 +90,7 @@ def open_directory(
             strict=consistency.is_strict,
             persist_every=consistency.persist_every,
         )
-        book.load(topics)
+        book.load(topics, sync=not fsync.is_none)
     except BaseException as exc:
         for closer in (store.close if store is not None else None, allocator.close):
             if closer is not None:
@@ -169,6 +169,10 @@ def geometry_of_data(root: str, numbers: list[int]) -> Geometry | None:
 
 
 def _refuse_other_versions(path: str, region: bytes) -> None:
+    """Refuse a file whose first block is of another format version. One damaged byte in a
+    version-2 header is not that: then the other copy still parses."""
+    if BlockHeader.unpack(region) is not None:
+        return
     if region[:4] == BLOCK_MAGIC and len(region) > 4 and region[4] != FORMAT_VERSION:
         raise UnsupportedFormatError(
             f"{path} holds blocks of on-disk format version {region[4]}; this version of"

@@ -357,7 +357,8 @@ def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
         touched: set[int] = set()
         for name, items in found.items():
             items.sort(key=lambda f: f.header.block_seq)
-            topic = _rebuild_topic(name, _unique(name, items), block_size, touched, extents)
+            items = _drop_abandoned(name, _unique(name, items))
+            topic = _rebuild_topic(name, items, block_size, touched, extents)
             if topic is not None:
                 topics[name] = topic
     finally:
@@ -380,6 +381,33 @@ def _belongs_here(
         and header.block_size == geometry.block_size
         and header.blocks_per_file == geometry.blocks_per_file
     )
+
+
+def _drop_abandoned(name: str, items: list[_Found]) -> list[_Found]:
+    """Drop blocks (in block_seq order) that a later block starts before: a failed write
+    allocated them and the topic continued without them, so none of their entries belongs to
+    the topic. (The writer marks such blocks dead; this covers a mark that never reached the
+    disk.)"""
+    kept: list[_Found] = []
+    lowest_later: int | None = None
+    for item in reversed(items):
+        first = item.header.first_offset
+        if lowest_later is not None and first > lowest_later:
+            log.warning(
+                "topic %r: block %d (file %d slot %d) starts at offset %d, after a later block"
+                " that starts at %d: it belongs to a failed write and is ignored",
+                name,
+                item.header.block_seq,
+                item.file_no,
+                item.slot,
+                first,
+                lowest_later,
+            )
+            continue
+        kept.append(item)
+        lowest_later = first if lowest_later is None else min(lowest_later, first)
+    kept.reverse()
+    return kept
 
 
 def _unique(name: str, items: list[_Found]) -> list[_Found]:

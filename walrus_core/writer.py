@@ -114,39 +114,44 @@ class Writer:
         """At a clean close: record the head's state so the next open trusts the tail without
         scanning it (CLOSED, cleared by the next append), or seal it for good when stale bytes
         of a failed write may follow its end (raises OSError)."""
+        if topic.retire_head:
+            self._retire_head(topic)
+            return
         head = topic.head
         if head is not None and not head.sealed:
-            write_seal(head, SEAL_SEALED if topic.retire_head else SEAL_CLOSED)
+            write_seal(head, SEAL_CLOSED)
 
     def _retire_head(self, topic: Topic) -> None:
+        """Finish recording a failed write: mark the blocks it allocated dead and seal the head
+        at its published end, durably (raises OSError; the topic stays marked)."""
+        touched: dict[int, DataFile] = {}
+        while topic.pending_dead:
+            block = topic.pending_dead[0]
+            mark_dead(block)
+            touched[id(block.storage)] = block.storage
+            topic.pending_dead.pop(0)
         head = topic.head
         if head is not None and not head.sealed:
-            self.seal(head)
+            write_seal(head)
+            touched[id(head.storage)] = head.storage
+        if self.sync_failures:
+            for storage in touched.values():
+                storage.flush()
         topic.retire_head = False
 
     def _record_failure(self, topic: Topic, fresh: list[Block]) -> None:
         """After a failed write whose bytes may have reached the file: seal the head at its
         published end and flag the blocks the write allocated dead, durably, so that no crash
-        can bring the failed entries back. If that fails too, the head stays marked for
-        retirement and the next write tries again."""
+        can bring the failed entries back. If that fails too, the topic stays marked and the
+        next write (or close) finishes the job before anything else."""
         topic.retire_head = True
-        touched: dict[int, DataFile] = {}
+        topic.pending_dead.extend(fresh)
         try:
-            for block in fresh:
-                mark_dead(block)
-                touched[id(block.storage)] = block.storage
-            head = topic.head
-            if head is not None and not head.sealed:
-                write_seal(head)
-                touched[id(head.storage)] = head.storage
-            if self.sync_failures:
-                for storage in touched.values():
-                    storage.flush()
-            topic.retire_head = False
+            self._retire_head(topic)
         except OSError as exc:
             log.error(
-                "topic %r: could not record a failed write on disk (%s); if the process"
-                " crashes before the next successful write, the failed entries may reappear",
+                "topic %r: could not record a failed write on disk yet (%s); the next write to"
+                " the topic retries it first",
                 topic.name,
                 exc,
             )
