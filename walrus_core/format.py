@@ -80,7 +80,8 @@ BLOCK_HEADER_SIZE: Final = 1024
 HEADER_COPY_AT: Final = (0, 320)
 SEAL_AT: Final = 640
 SEAL_MAGIC: Final = b"SEAL"
-SEAL: Final = struct.Struct("<4sIIIQQQQ")  # magic, crc, kind, pad, count, end, committed, last
+# magic, crc, kind, sealed_at (Unix seconds; 0: unknown), count, end, committed, last
+SEAL: Final = struct.Struct("<4sIIIQQQQ")
 SEAL_SIZE: Final = SEAL.size  # 48
 SEAL_SEALED: Final = 1
 SEAL_CLOSED: Final = 2
@@ -93,6 +94,13 @@ CURSOR_MAGIC: Final = b"CSR2"
 CURSOR_COPY: Final = struct.Struct("<IIQQQQ")  # crc, pad, seq, offset, block_seq, pos
 CURSOR_COPY_AT: Final = (896, 960)
 CURSOR_INITIAL_SLOTS: Final = 64
+#: The consumer name of a topic's start mark: a cursors.dat slot whose offset is the topic's
+#: first retained entry (everything below it was reclaimed on purpose, not lost). Consumer
+#: names never contain NUL, so no consumer can take it.
+START_MARK_CONSUMER: Final = "\x00start"
+#: Flag in the ``pos`` field of a start mark: the topic was deleted at that offset, so it is
+#: not listed until something is appended again (it continues at the mark's offset).
+START_MARK_DELETED: Final = 1
 
 
 def entry_size(payload_len: int) -> int:
@@ -327,8 +335,10 @@ class SealRecord:
 
     ``count`` entries end at in-block byte ``end``; ``committed`` is how many of them are outside
     an unfinished batch; ``last`` is where the last entry starts (for a cheap verification), or
-    0 when recovery sealed a block whose last entry is damaged. The checksum is seeded with the
-    block's salt, so a seal record left by an earlier occupant of the slot never validates.
+    0 when recovery sealed a block whose last entry is damaged. ``sealed_at`` is when it was
+    written (Unix seconds, 0 when unknown): no entry of a SEALED block is newer, which is what
+    age-based retention needs. The checksum is seeded with the block's salt, so a seal record
+    left by an earlier occupant of the slot never validates.
     """
 
     kind: int
@@ -336,11 +346,19 @@ class SealRecord:
     end: int
     committed: int
     last: int
+    sealed_at: int = 0
 
     def pack(self, salt: int) -> bytes:
         """The 48-byte record of a block with this ``salt``."""
         body = SEAL.pack(
-            SEAL_MAGIC, 0, self.kind, 0, self.count, self.end, self.committed, self.last
+            SEAL_MAGIC,
+            0,
+            self.kind,
+            self.sealed_at & MASK32,
+            self.count,
+            self.end,
+            self.committed,
+            self.last,
         )
         crc = crc32c(body[8:], salt)
         return body[:4] + struct.pack("<I", crc) + body[8:]
@@ -350,14 +368,16 @@ class SealRecord:
         """Parse the record at ``SEAL_AT`` of a header region; None if absent or damaged."""
         if len(buf) < SEAL_AT + SEAL_SIZE:
             return None
-        magic, crc, kind, _pad, count, end, committed, last = SEAL.unpack_from(buf, SEAL_AT)
+        magic, crc, kind, sealed_at, count, end, committed, last = SEAL.unpack_from(buf, SEAL_AT)
         if magic != SEAL_MAGIC or kind not in (SEAL_SEALED, SEAL_CLOSED):
             return None
         if crc32c(bytes(buf[SEAL_AT + 8 : SEAL_AT + SEAL_SIZE]), salt) != crc:
             return None
         if committed > count or end < BLOCK_HEADER_SIZE:
             return None
-        return cls(kind=kind, count=count, end=end, committed=committed, last=last)
+        return cls(
+            kind=kind, count=count, end=end, committed=committed, last=last, sealed_at=sealed_at
+        )
 
 
 CLEARED_SEAL: Final = bytes(SEAL_SIZE)
