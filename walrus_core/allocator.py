@@ -7,6 +7,8 @@ import secrets
 import threading
 from collections.abc import Callable
 
+import attrs
+
 from walrus_core.config import Geometry
 from walrus_core.directory import fsync_dir
 from walrus_core.files import DataFile, OpenFiles
@@ -15,12 +17,26 @@ from walrus_core.index import Block
 from walrus_core.storage import OpenSpec, Storage
 
 
+@attrs.frozen
+class Extent:
+    """A byte range of one data file."""
+
+    file_no: int
+    offset: int
+    size: int
+
+
 class Allocator:
     """Allocates blocks in (file, slot) order and owns the data files (a bounded number of
     them open at a time, see files.py).
 
     Files are numbered 1, 2, 3, ... and never reused; a file holds ``blocks_per_file`` slots,
-    or exactly one larger block when an entry needs more slots than that.
+    or exactly one larger block when an entry needs more slots than that. Slots are handed out
+    in order and never twice while the log is open.
+
+    It also keeps the books reclamation needs: how many live blocks each file holds (a block
+    is live from its allocation until it is released), and the extents of blocks no topic
+    uses any more whose space has not been given back yet.
     """
 
     def __init__(
@@ -48,6 +64,8 @@ class Allocator:
         self.current_file = 0  # 0: no file yet
         self.next_slot = 0
         self.next_seq = 1
+        self.live: dict[int, int] = {}  # file_no -> blocks allocated and not released
+        self.unused: list[Extent] = []  # released blocks whose space is still allocated
 
     def path_of(self, file_no: int) -> str:
         """Path of data file ``file_no``."""
@@ -61,7 +79,46 @@ class Allocator:
         )
         self.files[file_no] = storage
         self.file_slots[file_no] = size // self.geometry.block_size
+        self.live.setdefault(file_no, 0)
         return storage
+
+    def adopt(self, block: Block) -> None:
+        """Count a block recovery put back into a topic as live."""
+        self.live[block.file_no] = self.live.get(block.file_no, 0) + 1
+
+    def note_unused(self, file_no: int, offset: int, size: int) -> None:
+        """A range of a file that no topic uses (a dead or reclaimed block found on disk)."""
+        self.unused.append(Extent(file_no, offset, size))
+
+    def release(self, block: Block) -> None:
+        """``block`` left its topic for good: its space may be given back."""
+        with self.lock:
+            left = self.live.get(block.file_no, 0) - 1
+            self.live[block.file_no] = max(0, left)
+            self.unused.append(Extent(block.file_no, block.base, block.limit))
+
+    def take_unused(self) -> tuple[list[int], list[Extent]]:
+        """(files to delete, extents to punch): files with no live block that will take no
+        more blocks, and the released extents of the other files. The files are forgotten
+        here, under the lock, so no allocation can pick them any more."""
+        with self.lock:
+            doomed = [
+                n
+                for n, live in self.live.items()
+                if live == 0 and n != self.current_file and n in self.files
+            ]
+            for file_no in doomed:
+                del self.live[file_no]
+                self.file_slots.pop(file_no, None)
+            gone = set(doomed)
+            punch = [e for e in self.unused if e.file_no not in gone and e.file_no in self.files]
+            self.unused = []
+            return doomed, punch
+
+    def forget_file(self, file_no: int) -> DataFile | None:
+        """Stop tracking a file chosen by :meth:`take_unused` (its owner deletes it)."""
+        with self.lock:
+            return self.files.pop(file_no, None)
 
     def note_file_number(self, file_no: int) -> None:
         """Remember a data file name seen on disk, so new files never reuse its number."""
@@ -89,6 +146,7 @@ class Allocator:
         # allocation must not lose track of it.
         self.files[file_no] = storage
         self.file_slots[file_no] = slots
+        self.live[file_no] = 0
         if self.sync_metadata:
             storage.flush()
             fsync_dir(self.root)
@@ -135,6 +193,7 @@ class Allocator:
             )
             storage.write(block.base, (packed,), len(packed))
             storage.dirty = True
+            self.live[file_no] = self.live.get(file_no, 0) + 1
             self.next_seq = seq + 1
             self.next_slot = slot + slots
             return block

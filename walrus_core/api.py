@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from types import TracebackType
-from typing import Any, NoReturn, SupportsIndex
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from walrus_core import lifecycle
 from walrus_core.background import Flusher, flush_dirty
@@ -18,19 +18,35 @@ from walrus_core.directory import DirectoryLock, prepare_root
 from walrus_core.entry import Entry
 from walrus_core.errors import (
     BatchTooLargeError,
+    CorruptionError,
     EntryTooLargeError,
     OffsetOutOfRangeError,
     StorageError,
+    UnknownTopicError,
     WalrusClosedError,
     WalrusError,
     WalrusValueError,
 )
-from walrus_core.index import Topic
+from walrus_core.format import FORMAT_VERSION
+from walrus_core.index import StartMark, Topic
+from walrus_core.info import (
+    ConsumerInfo,
+    LogInfo,
+    ReclaimResult,
+    Retention,
+    Stats,
+    TopicInfo,
+)
 from walrus_core.names import encode_name, namespace_dir
 from walrus_core.opening import open_directory
 from walrus_core.plugins import AUTO, BackendRegistry, default_registry
+from walrus_core.reclaim import Reclaimer, allocated_bytes, block_bytes
+from walrus_core.stats import LatencyRecorder, ReadCounter
 from walrus_core.storage import Flushable
 from walrus_core.writer import Writer
+
+if TYPE_CHECKING:
+    from walrus_core.readonly import WalrusReader
 
 log = logging.getLogger("walrus_core")
 
@@ -67,7 +83,13 @@ class Walrus:
     """An open write-ahead log directory: topics of byte entries with durable cursors.
 
     See the README for the semantics. Every method is thread-safe. One instance per directory:
-    a second one, in this process or another, raises :class:`DirectoryLockedError`.
+    a second one, in this process or another, raises :class:`DirectoryLockedError`; other
+    processes can still look inside with :meth:`open_readonly`.
+
+    ``retention`` bounds every topic (and, with ``max_bytes``, all of them together);
+    ``topic_retention`` gives single topics their own bounds. With ``auto_reclaim`` (the
+    default) a background thread gives the space of consumed and expired blocks back about
+    once a second; :meth:`reclaim` does it at once.
     """
 
     def __init__(
@@ -82,6 +104,9 @@ class Walrus:
         *,
         limits: Limits | None = None,
         registry: BackendRegistry | None = None,
+        retention: Retention | None = None,
+        topic_retention: Mapping[str, Retention] | None = None,
+        auto_reclaim: bool = True,
     ) -> None:
         self._closed = True  # until fully open, so that close() stays harmless
         self._forked = False
@@ -104,6 +129,16 @@ class Walrus:
             raise TypeError(f"fsync must be an FsyncSchedule, not {type(fsync).__name__}")
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        retention = Retention() if retention is None else retention
+        if not isinstance(retention, Retention):
+            raise TypeError(f"retention must be a Retention, not {type(retention).__name__}")
+        per_topic = dict(topic_retention or {})
+        for name, value in per_topic.items():
+            encode_name(name)
+            if not isinstance(value, Retention):
+                raise TypeError(
+                    f"topic_retention[{name!r}] must be a Retention, not {type(value).__name__}"
+                )
         if data_dir is None:
             data_dir = os.environ.get("WALRUS_DATA_DIR") or DEFAULT_DATA_DIR
         if not isinstance(data_dir, (str, os.PathLike)):
@@ -153,9 +188,28 @@ class Walrus:
             sync_each=sync_each,
             sync_failures=not fsync.is_none,
         )
+        self._reclaimer = Reclaimer(
+            self.root,
+            self._allocator,
+            self._topics,
+            self._cursors,
+            self._writer,
+            retention=retention,
+            topic_retention=per_topic,
+            sync=not fsync.is_none,
+        )
+        self._fsync_latency = LatencyRecorder()
+        self._unlocked_reads = ReadCounter()
         self._flusher: Flusher | None = None
-        if fsync.is_periodic:
-            self._flusher = Flusher(fsync.interval_ms, self._all_storages, self._bg_failed)
+        if fsync.is_periodic or auto_reclaim:
+            self._flusher = Flusher(
+                fsync.interval_ms if fsync.is_periodic else 1000,
+                self._all_storages,
+                self._bg_failed,
+                flush=fsync.is_periodic,
+                housekeeping=self._housekeeping if auto_reclaim else None,
+                latency=self._fsync_latency,
+            )
             self._flusher.start()
         self._closed = False
 
@@ -164,6 +218,18 @@ class Walrus:
 
     def _bg_failed(self, exc: OSError) -> None:
         self._bg_error = exc
+
+    def _housekeeping(self) -> None:
+        try:
+            self._enter()
+        except WalrusClosedError:
+            return
+        try:
+            self._reclaimer.run()
+        except StorageError as exc:
+            log.error("reclaiming space in %s failed: %s", self.root, exc)
+        finally:
+            self._leave()
 
     # -- state checks -----------------------------------------------------------------------
     def _enter(self) -> None:
@@ -208,6 +274,9 @@ class Walrus:
             if existing is not None:
                 return existing
             created = Topic(topic, raw)
+            mark = self._cursors.marks.get(topic)
+            if mark is not None:  # the name was used before: it continues where it stopped
+                created.start = created.end = mark.offset
             self._topics[topic] = created
             return created
 
@@ -241,9 +310,25 @@ class Walrus:
                 f"entry of {length} bytes exceeds the limit of {self.limits.max_entry_bytes}"
             )
         with t.lock:
+            if not (self._closed or t.deleted):
+                offset = self._writer.append(t, payload, length)
+                t.appends += 1
+                t.bytes_appended += length
+                return offset
+        return self._append_again(topic, payload, length)
+
+    def _append_again(self, topic: str, payload: Any, length: int) -> int:
+        """An append that found the instance closed, or its topic deleted under it."""
+        while True:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
-            return self._writer.append(t, payload, length)
+            t = self._topic_for_write(topic)
+            with t.lock:
+                if not (self._closed or t.deleted):
+                    offset = self._writer.append(t, payload, length)
+                    t.appends += 1
+                    t.bytes_appended += length
+                    return offset
 
     def batch_append_for_topic(self, topic: str, entries: Iterable[Any]) -> range:
         """Append ``entries`` atomically: after any crash they are all present or all absent,
@@ -284,10 +369,17 @@ class Walrus:
                 encode_name(topic)
                 return range(0, 0)
             t = self._topic_for_write(topic)
-        with t.lock:
-            if self._closed:
-                raise WalrusClosedError("this Walrus instance is closed")
-            return self._writer.append_batch(t, payloads)
+        while True:
+            with t.lock:
+                if self._closed:
+                    raise WalrusClosedError("this Walrus instance is closed")
+                if not t.deleted:
+                    offsets = self._writer.append_batch(t, payloads)
+                    t.batches += 1
+                    t.batch_entries += len(payloads)
+                    t.bytes_appended += total
+                    return offsets
+            t = self._topic_for_write(topic)
 
     # -- reading ----------------------------------------------------------------------------
     def read_next(
@@ -311,11 +403,13 @@ class Walrus:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
             offset = cursor.offset
-            if offset >= t.end:
+            if offset >= t.end or cursor.deleted:
                 return None
             entry, block, pos = self._reader.read_one(cursor, offset)
             if checkpoint:
                 self._cursors.advance(cursor, offset + 1, block, pos, 1)
+            cursor.reads += 1
+            cursor.bytes_read += len(entry.data)
             return entry
 
     def batch_read_for_topic(
@@ -351,17 +445,7 @@ class Walrus:
                 )
             if t is None or start_offset == end:
                 return []
-            offset = max(start_offset, t.start)
-            self._enter()
-            try:
-                block, pos = self._reader.locate(t, offset)
-                scratch = Cursor(t, None, b"")  # a throw-away read-ahead buffer
-                entries, _block, _pos = self._reader.read_batch(
-                    scratch, offset, block, pos, end, max_entries, max_bytes
-                )
-            finally:
-                self._leave()
-            return entries
+            return self._read_from(t, start_offset, end, max_entries, max_bytes)
         if t is None:
             return []
         cursor = t.cursors.get(consumer)
@@ -372,15 +456,44 @@ class Walrus:
                 raise WalrusClosedError("this Walrus instance is closed")
             offset = cursor.offset
             stop = t.end
-            if offset >= stop:
+            if offset >= stop or cursor.deleted:
                 return []
             block, pos = self._cursors.position(cursor)
-            entries, block, pos = self._reader.read_batch(
+            entries, block, pos, nbytes = self._reader.read_batch(
                 cursor, offset, block, pos, stop, max_entries, max_bytes
             )
             if checkpoint and entries:
                 self._cursors.advance(cursor, offset + len(entries), block, pos, len(entries))
+            cursor.reads += len(entries)
+            cursor.bytes_read += nbytes
             return entries
+
+    def _read_from(
+        self, t: Topic, start_offset: int, end: int, max_entries: int, max_bytes: int
+    ) -> list[Entry]:
+        """A stateless read. Entries below the topic's start are gone, so it begins at the
+        start; a read that reclamation overtook (its block punched or its file deleted under
+        it) begins again at the new start."""
+        self._enter()
+        try:
+            while True:
+                offset = max(start_offset, t.start)
+                if offset >= end:
+                    return []
+                try:
+                    block, pos = self._reader.locate(t, offset)
+                    scratch = Cursor(t, None, b"")  # a throw-away read-ahead buffer
+                    entries, _block, _pos, nbytes = self._reader.read_batch(
+                        scratch, offset, block, pos, end, max_entries, max_bytes
+                    )
+                except (CorruptionError, StorageError):
+                    if offset >= t.start:
+                        raise
+                    continue  # reclaimed under this read
+                self._unlocked_reads.add(len(entries), nbytes)
+                return entries
+        finally:
+            self._leave()
 
     def topic_entry_count(self, topic: str, *, consumer: str | None = None) -> int:
         """Entries of ``topic`` not yet consumed by ``consumer``."""
@@ -399,14 +512,14 @@ class Walrus:
         return {
             name: max(0, t.end - self._cursors.cursor(t, None).offset)
             for name, t in list(self._topics.items())
-            if t.end > 0
+            if t.end > t.hidden_until
         }
 
     def topics(self) -> list[str]:
-        """Topics with at least one entry ever written, sorted."""
+        """Topics with at least one entry ever written (and not deleted since), sorted."""
         if self._closed or self._bg_error is not None:
             self._check_slow()
-        return sorted(name for name, t in list(self._topics.items()) if t.end > 0)
+        return sorted(name for name, t in list(self._topics.items()) if t.end > t.hidden_until)
 
     def seek(self, topic: str, offset: int, *, consumer: str | None = None) -> None:
         """Move ``consumer``'s durable cursor to ``offset`` (0..end): replay, or skip past a
@@ -427,7 +540,173 @@ class Walrus:
         with cursor.lock:
             if self._closed:
                 raise WalrusClosedError("this Walrus instance is closed")
+            if offset < t.start:  # reclaimed since the check above
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is outside topic {topic!r} (entries {t.start}..{t.end})"
+                )
             self._cursors.seek(cursor, offset)
+
+    # -- operations: space, retention, consumers, topics, reports ------------------------
+    def reclaim(self) -> ReclaimResult:
+        """Give the space of consumed blocks (read past by every consumer of their topic) and
+        of blocks past retention back to the file system now: delete data files with nothing
+        live left, punch holes where a file must stay. The background thread does the same
+        about once a second unless ``auto_reclaim=False``."""
+        self._check_slow()
+        self._enter()
+        try:
+            return self._reclaimer.run()
+        finally:
+            self._leave()
+
+    def consumers(self, topic: str) -> list[ConsumerInfo]:
+        """Every consumer of ``topic`` with its position, lag and skipped entries; the default
+        consumer (``name=None``) first, then the named ones sorted."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        t = self._existing_topic(topic)
+        if t is None:
+            return []
+        return [
+            ConsumerInfo(name=name, offset=offset, lag=max(0, t.end - offset), skipped=skipped)
+            for name, offset, skipped in self._cursors.consumers(t)
+        ]
+
+    def delete_consumer(self, topic: str, consumer: str | None) -> bool:
+        """Forget ``consumer`` of ``topic`` (None: the default cursor), durably: it stops
+        holding back reclamation, and the name, used again, starts at the oldest retained
+        entry. Returns False if it had no cursor."""
+        self._check_slow()
+        t = self._existing_topic(topic, consumer)
+        if t is None:
+            return False
+        existed = self._cursors.delete(t, consumer)
+        if existed and not self.fsync.is_none:
+            try:
+                self._cursor_store.flush()
+            except OSError as exc:
+                raise StorageError(f"syncing the consumer deletion failed: {exc}") from exc
+        return existed
+
+    def delete_topic(self, topic: str) -> bool:
+        """Delete ``topic``: its entries and consumers go, its blocks become garbage (their
+        space comes back at once). The name can be used again; it continues at the offset
+        where it stopped, so an offset never names two different entries. Returns False if
+        there was nothing to delete."""
+        self._check_slow()
+        t = self._existing_topic(topic)
+        if t is None:
+            return False
+        self._enter()
+        try:
+            with self._reclaimer.lock, t.lock:
+                if t.deleted or self._closed or (t.end <= t.hidden_until and not t.blocks):
+                    return False
+                end = t.end
+                mark = StartMark(end, self._allocator.next_seq, deleted=True)
+                try:
+                    self._cursors.write_mark(t, mark)
+                    if not self.fsync.is_none:
+                        self._cursor_store.flush()
+                except OSError as exc:
+                    raise StorageError(f"deleting topic {topic!r} failed: {exc}") from exc
+                self._cursors.delete_all(t)
+                if not self.fsync.is_none:
+                    try:
+                        self._cursor_store.flush()
+                    except OSError as exc:
+                        log.warning("syncing the consumers of deleted topic %r: %s", topic, exc)
+                fresh = Topic(t.name, t.raw)
+                fresh.start = fresh.end = fresh.hidden_until = end
+                with self._registry_lock:
+                    self._topics[t.name] = fresh
+                t.deleted = True
+                t.start = end
+                dropped = t.drop_front(len(t.blocks))
+            for block in dropped:
+                self._allocator.release(block)
+            self._reclaimer.run()
+        finally:
+            self._leave()
+        return True
+
+    def topic_info(self, topic: str) -> TopicInfo:
+        """``topic``'s retained range, blocks, bytes, consumers and retention (raises
+        :class:`UnknownTopicError` for a topic without entries)."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        t = self._existing_topic(topic)
+        if t is None or t.end <= t.hidden_until:
+            raise UnknownTopicError(f"no topic named {topic!r}")
+        return self._topic_info(t)
+
+    def _topic_info(self, t: Topic) -> TopicInfo:
+        blocks = list(t.blocks)
+        return TopicInfo(
+            name=t.name,
+            first_offset=t.start,
+            end_offset=t.end,
+            entries=t.end - t.start,
+            blocks=len(blocks),
+            bytes_on_disk=sum(block_bytes(b) for b in blocks),
+            consumers=tuple(self.consumers(t.name)),
+            retention=self._reclaimer.retention_for(t.name),
+        )
+
+    def info(self) -> LogInfo:
+        """The whole directory: geometry, files, allocated bytes, retention, every topic."""
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        names = self.topics()
+        on_disk = 0
+        try:
+            for name in os.listdir(self.root):
+                on_disk += allocated_bytes(os.path.join(self.root, name))
+        except OSError as exc:
+            raise StorageError(f"listing {self.root!r} failed: {exc}") from exc
+        return LogInfo(
+            data_dir=self.root,
+            format_version=FORMAT_VERSION,
+            block_size=self.geometry.block_size,
+            blocks_per_file=self.geometry.blocks_per_file,
+            backend_chain=self.backend_chain,
+            files=len(self._allocator.files),
+            bytes_on_disk=on_disk,
+            retention=self._reclaimer.retention,
+            read_only=False,
+            topics=tuple(self._topic_info(self._topics[name]) for name in names),
+        )
+
+    def stats(self) -> Stats:
+        """Counters since this instance opened (see :class:`walrus_core.info.Stats`)."""
+        if self._closed:
+            self._check_slow()
+        topics = list(self._topics.values())
+        cursors = [c for t in topics for c in list(t.cursors.values())]
+        return Stats(
+            appends=sum(t.appends for t in topics),
+            batches=sum(t.batches for t in topics),
+            entries_appended=sum(t.appends + t.batch_entries for t in topics),
+            bytes_appended=sum(t.bytes_appended for t in topics),
+            reads=sum(c.reads for c in cursors) + self._unlocked_reads.entries,
+            bytes_read=sum(c.bytes_read for c in cursors) + self._unlocked_reads.bytes,
+            fsyncs=self._fsync_latency.snapshot(),
+            reclaimed_bytes=self._reclaimer.bytes_freed,
+            files_deleted=self._reclaimer.files_deleted,
+            blocks_punched=self._reclaimer.blocks_punched,
+            backend_chain=self.backend_chain,
+        )
+
+    @staticmethod
+    def open_readonly(
+        data_dir: str | os.PathLike[str] | None = None, key: str | None = None
+    ) -> WalrusReader:
+        """Open ``data_dir`` for reading only, also while another process writes to it: no
+        lock is taken and nothing is written (see :class:`walrus_core.readonly.WalrusReader`).
+        """
+        from walrus_core.readonly import WalrusReader
+
+        return WalrusReader(data_dir, key)
 
     # -- durability -------------------------------------------------------------------------
     def flush(self) -> None:
@@ -439,7 +718,7 @@ class Walrus:
             pending, self._bg_error = self._bg_error, None
             self._cursors.persist_pending(self._topics)
             try:
-                flush_dirty(self._all_storages(), force=True)
+                flush_dirty(self._all_storages(), force=True, latency=self._fsync_latency)
             except OSError as exc:
                 raise StorageError(f"flush failed: {exc}") from exc
         finally:
@@ -475,7 +754,7 @@ class Walrus:
             errors.append(exc)
         try:
             if not self.fsync.is_none:
-                flush_dirty(self._all_storages())
+                flush_dirty(self._all_storages(), latency=self._fsync_latency)
         except OSError as exc:
             errors.append(exc)
         for closer in (self._cursor_store.close, self._allocator.close):

@@ -8,14 +8,19 @@ alternately with a sequence number and a checksum bound to the slot and its name
 checkpoint is one small in-place write, a torn write leaves the other copy valid, and a cursor
 never moves backwards on disk. A slot that cannot be read stays reserved: it is never handed to
 another consumer, whose position it could otherwise take over.
+
+The same file holds each topic's start mark (see :class:`~walrus_core.index.StartMark`) in a
+slot of the reserved consumer name ``START_MARK_CONSUMER``: a small value per topic that only
+grows, which is exactly what a cursor slot keeps safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -32,13 +37,15 @@ from walrus_core.format import (
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
     SEQ_MASK,
+    START_MARK_CONSUMER,
+    START_MARK_DELETED,
     cursor_salt,
     pack_cursor_copy,
     pack_cursor_slot,
     unpack_cursor_copy,
     unpack_cursor_names,
 )
-from walrus_core.index import Block, Topic
+from walrus_core.index import Block, StartMark, Topic
 from walrus_core.names import encode_name
 from walrus_core.storage import FILE_CURSORS, OpenSpec, Storage
 
@@ -170,6 +177,29 @@ class CursorStore:
             self._salts[slot] = cursor_salt(slot, topic, consumer)
             return slot
 
+    def free(self, topic: bytes, consumer: bytes) -> bool:
+        """Clear the slot of (topic, consumer) so it can be handed out again; False if it had
+        none. One whole-slot write of zeros: a torn one leaves names that do not validate, and
+        the slot stays reserved (logged at the next open) instead of being reused."""
+        key = (topic.decode("utf-8"), consumer.decode("utf-8"))
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return False
+            self.storage.write(
+                slot * CURSOR_SLOT_SIZE, (bytes(CURSOR_SLOT_SIZE),), CURSOR_SLOT_SIZE
+            )
+            self.storage.dirty = True
+            del self._slots[key]
+            self._salts.pop(slot, None)
+            self._reserved.discard(slot)
+            return True
+
+    def flush(self) -> None:
+        """Make every cursor written so far durable (raises OSError)."""
+        for storage in self.storages():
+            storage.flush()
+
     def _grow(self, needed: int) -> None:
         capacity = self._capacity
         while capacity < needed:
@@ -209,14 +239,18 @@ class Cursor:
         "buf",
         "buf_block",
         "buf_start",
+        "bytes_read",
         "consumer",
         "consumer_raw",
+        "deleted",
         "lock",
         "offset",
         "persist_seq",
         "persisted",
         "pos",
+        "reads",
         "since_persist",
+        "skipped",
         "slot",
         "topic",
     )
@@ -236,6 +270,10 @@ class Cursor:
         self.buf = b""
         self.buf_block: Block | None = None
         self.buf_start = 0  # in-block position of buf[0]
+        self.skipped = 0  # entries retention dropped before this consumer read them
+        self.deleted = False  # deleted: never persisted again (a new cursor takes the name)
+        self.reads = 0  # entries delivered through this cursor (counted under its lock)
+        self.bytes_read = 0
 
 
 class CursorBook:
@@ -256,14 +294,28 @@ class CursorBook:
         self._persist_every = persist_every
         self._lock = threading.Lock()
         self._stored: dict[tuple[str, str], StoredCursor] = {}
+        self.marks: dict[str, StartMark] = {}
+        self._mark_slots: dict[str, StoredCursor] = {}
 
     # -- opening ----------------------------------------------------------------------------
-    def load(self, topics: dict[str, Topic], *, sync: bool) -> None:
-        """Read ``cursors.dat`` and reconcile it with the recovered topics: a cursor past the
-        end of its topic (data after it was lost to a power loss) is moved back to the end and
-        persisted there at once (synced unless ``sync`` is false), so that a later crash or power
-        loss cannot make it jump forward again over entries appended since."""
+    def load_marks(self) -> dict[str, StartMark]:
+        """Read ``cursors.dat``; return the topics' start marks (recovery needs them first)."""
         self._stored = self.store.load()
+        for (name, consumer), stored in list(self._stored.items()):
+            if consumer == START_MARK_CONSUMER:
+                del self._stored[(name, consumer)]
+                self._mark_slots[name] = stored
+                self.marks[name] = StartMark(
+                    stored.offset, stored.block_seq, bool(stored.pos & START_MARK_DELETED)
+                )
+        return dict(self.marks)
+
+    def load(self, topics: dict[str, Topic], *, sync: bool) -> None:
+        """Reconcile the cursors read by :meth:`load_marks` with the recovered topics: a
+        cursor past the end of its topic (data after it was lost to a power loss) is moved back
+        to the end and persisted there at once (synced unless ``sync`` is false), so that a
+        later crash or power loss cannot make it jump forward again over entries appended
+        since."""
         clamped = False
         for (name, consumer), stored in list(self._stored.items()):
             topic = topics.get(name)
@@ -319,6 +371,9 @@ class CursorBook:
         cursor.persist_seq = stored.seq
         cursor.persisted = offset
         cursor.offset = offset
+        if stored.offset < topic.start:
+            cursor.skipped = topic.start - stored.offset
+            _log_skip(topic, cursor.consumer, stored.offset, topic.start)
         if offset == stored.offset and offset < topic.end:
             cursor.block, cursor.pos = self._hint(topic, stored)
 
@@ -384,6 +439,8 @@ class CursorBook:
     def persist(self, cursor: Cursor, offset: int, block: Block | None, pos: int) -> None:
         """Write ``offset`` as the cursor's durable position (raises StorageError)."""
         topic = cursor.topic
+        if cursor.deleted:
+            return  # the consumer was deleted while this call waited for its lock
         try:
             if cursor.slot is None:
                 cursor.slot = self.store.slot_for(topic.raw, cursor.consumer_raw)
@@ -397,6 +454,118 @@ class CursorBook:
         cursor.persisted = offset
         cursor.since_persist = 0
 
+    # -- reclamation, retention, deletion ---------------------------------------------------
+    @contextlib.contextmanager
+    def hold(self, topic: Topic) -> Iterator[None]:
+        """Hold every cursor of ``topic`` still and keep new ones from being created: what
+        reclamation needs while it decides where the topic starts."""
+        with self._lock, contextlib.ExitStack() as stack:
+            for cursor in list(topic.cursors.values()):
+                stack.enter_context(cursor.lock)
+            yield
+
+    def floor(self, topic: Topic) -> int:
+        """The lowest durable position of any existing consumer of ``topic`` (call inside
+        :meth:`hold`): nothing at or after it may be reclaimed.
+
+        A consumer exists once it consumed or sought (its cursor is on disk, or moved in
+        memory); one that was only counted or peeked with does not. A cursor that moved but
+        is not on disk yet would start over after a crash, so it pins the whole topic, and so
+        does having no consumer at all: nobody said they are done with anything yet.
+        """
+        floor: int | None = None
+        for cursor in topic.cursors.values():
+            if cursor.persisted >= 0:
+                value = cursor.persisted
+            elif cursor.since_persist or cursor.offset != topic.start:
+                value = topic.start
+            else:
+                continue
+            floor = value if floor is None else min(floor, value)
+        for (name, consumer), stored in self._stored.items():
+            if name == topic.name and (consumer or None) not in topic.cursors:
+                value = max(stored.offset, topic.start)
+                floor = value if floor is None else min(floor, value)
+        return topic.start if floor is None else floor
+
+    def skip_to(self, topic: Topic, start: int) -> int:
+        """Move every consumer of ``topic`` below ``start`` to it (retention dropped what they
+        had not read; call inside :meth:`hold`), persisting each; returns the entries skipped.
+        Cursors not loaded yet are moved when they are (see ``_restore``)."""
+        skipped = 0
+        for cursor in topic.cursors.values():
+            if cursor.offset >= start:
+                continue
+            missed = start - cursor.offset
+            _log_skip(topic, cursor.consumer, cursor.offset, start)
+            if cursor.persisted >= 0 or cursor.since_persist:
+                self.persist(cursor, start, None, 0)
+            cursor.offset = start
+            cursor.block = None
+            cursor.pos = 0
+            cursor.buf, cursor.buf_block = b"", None
+            cursor.skipped += missed
+            skipped += missed
+        return skipped
+
+    def write_mark(self, topic: Topic, mark: StartMark) -> None:
+        """Record where ``topic`` starts (raises OSError); made durable by the caller."""
+        previous = self._mark_slots.get(topic.name)
+        if previous is None:
+            slot = self.store.slot_for(topic.raw, START_MARK_CONSUMER.encode("utf-8"))
+            seq = 1
+        else:
+            slot, seq = previous.slot, previous.seq + 1
+        flags = START_MARK_DELETED if mark.deleted else 0
+        self.store.write(slot, seq, mark.offset, mark.first_seq, flags)
+        self._mark_slots[topic.name] = StoredCursor(slot, seq, mark.offset, mark.first_seq, flags)
+        self.marks[topic.name] = mark
+
+    def consumers(self, topic: Topic) -> list[tuple[str | None, int, int]]:
+        """(name, offset, skipped) of every consumer of ``topic``, loaded or only on disk;
+        the default consumer (None) first."""
+        with self._lock:
+            found: dict[str | None, tuple[int, int]] = {
+                name: (cursor.offset, cursor.skipped) for name, cursor in topic.cursors.items()
+            }
+            for (name, consumer), stored in self._stored.items():
+                key = consumer or None
+                if name == topic.name and key not in found:
+                    found[key] = (max(min(stored.offset, topic.end), topic.start), 0)
+        if None not in found:
+            found[None] = (topic.start, 0)
+        names = sorted(n for n in found if n is not None)
+        return [(n, *found[n]) for n in [None, *names]]
+
+    def delete(self, topic: Topic, consumer: str | None) -> bool:
+        """Forget ``consumer`` of ``topic`` and free its slot (raises StorageError); False if
+        it had no cursor. It no longer holds back reclamation; the name, used again, starts
+        at the oldest retained entry."""
+        consumer_raw = b"" if consumer is None else encode_name(consumer, "consumer")
+        with self._lock:
+            cursor = topic.cursors.get(consumer)
+            existed = cursor is not None
+            if cursor is not None:
+                with cursor.lock:
+                    cursor.deleted = True
+                    del topic.cursors[consumer]
+            stored = self._stored.pop((topic.name, consumer or DEFAULT_CONSUMER), None)
+            existed = existed or stored is not None
+            try:
+                freed = self.store.free(topic.raw, consumer_raw)
+            except OSError as exc:
+                raise StorageError(
+                    f"deleting consumer {consumer!r} of topic {topic.name!r} failed: {exc}"
+                ) from exc
+            return existed or freed
+
+    def delete_all(self, topic: Topic) -> None:
+        """Delete every consumer of ``topic`` (the topic is being deleted)."""
+        names: set[str | None] = set(topic.cursors)
+        names.update(c or None for (n, c) in self._stored if n == topic.name)
+        for name in names:
+            self.delete(topic, name)
+
     def persist_pending(self, topics: dict[str, Topic]) -> None:
         """Persist every cursor that moved since it was last written (flush and close)."""
         for topic in list(topics.values()):
@@ -406,3 +575,15 @@ class CursorBook:
                         cursor.since_persist or cursor.persisted >= 0
                     ):
                         self.persist(cursor, cursor.offset, cursor.block, cursor.pos)
+
+
+def _log_skip(topic: Topic, consumer: str | None, offset: int, start: int) -> None:
+    log.warning(
+        "topic %r consumer %r: retention dropped entries %d..%d before it read them; it"
+        " continues at %d",
+        topic.name,
+        consumer,
+        offset,
+        start - 1,
+        start,
+    )

@@ -39,6 +39,13 @@ class OffsetOutOfRangeError(WalrusValueError):
     """An entry offset lies outside the entries a topic holds."""
 
 
+class UnknownTopicError(WalrusValueError, KeyError):
+    """The topic has no entries and never had any (or was deleted)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class WalrusClosedError(WalrusError):
     """The instance was closed; no further calls are accepted."""
 

@@ -17,9 +17,11 @@ to be open.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
@@ -48,7 +50,7 @@ def default_capacity() -> int:
 class DataFile:
     """One data file, opened through the backend chain only while it is needed."""
 
-    __slots__ = ("_pins", "_pool", "_storage", "dirty", "spec")
+    __slots__ = ("_pins", "_pool", "_storage", "deleted", "dirty", "spec")
 
     def __init__(self, pool: OpenFiles, spec: OpenSpec, storage: Storage | None = None) -> None:
         self._pool = pool
@@ -57,6 +59,8 @@ class DataFile:
         self._pins: list[None] = []
         # Written since the last flush (set by the engine, cleared by the flusher).
         self.dirty = False
+        # Reclaimed: the file is (being) deleted, and an operation on it raises ENOENT.
+        self.deleted = False
 
     @property
     def path(self) -> str:
@@ -96,6 +100,19 @@ class DataFile:
             (self._storage or self._pool.reopen(self)).batch_submit(ops, sync)
             if self._pool.track_dirty and not sync:
                 self.dirty = True
+        finally:
+            pins.pop()
+
+    def discard(self, offset: int, size: int) -> None:
+        """Give a range back to the file system (raises OSError; EOPNOTSUPP when the backend
+        chain cannot)."""
+        pins = self._pins
+        pins.append(None)
+        try:
+            storage = self._storage or self._pool.reopen(self)
+            if storage.discard is None:
+                raise OSError(errno.EOPNOTSUPP, "the storage backend cannot release space")
+            storage.discard(offset, size)
         finally:
             pins.pop()
 
@@ -155,6 +172,8 @@ class OpenFiles:
             storage = file._storage
             if storage is not None:
                 return storage
+            if file.deleted:
+                raise OSError(errno.ENOENT, "the data file was reclaimed", file.path)
             while len(self._open) >= self.capacity and self._evict_one():
                 pass
             storage = self._open_storage(file.spec)
@@ -203,6 +222,23 @@ class OpenFiles:
                 log.warning("closing %s failed: %s", file.path, exc)
             return True
         return False
+
+    def retire(self, file: DataFile) -> None:
+        """Close ``file`` for good before it is deleted: later operations raise ENOENT, and
+        operations running now finish first (nothing of it needs flushing any more)."""
+        with self._lock:
+            file.deleted = True
+            storage, file._storage = file._storage, None
+            self._open.pop(id(file), None)
+        if storage is None:
+            return
+        while file._pins:  # an operation that found the handle before it was unpublished
+            time.sleep(0.0005)
+        file.dirty = False
+        try:
+            storage.close()
+        except OSError as exc:
+            log.warning("closing %s failed: %s", file.path, exc)
 
     def current(self, file: DataFile) -> Storage | None:
         """The handle of ``file`` once no eviction is in progress (None: it is closed)."""

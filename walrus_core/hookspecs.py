@@ -99,6 +99,19 @@ def walrus_batch_submit(handle: Any, ops: Sequence[WriteOp], sync: bool) -> None
 
 
 @hookspec(firstresult=True)
+def walrus_discard(handle: Any, offset: int, size: int) -> None:
+    """Give ``size`` bytes at ``offset`` back to the file system; they read as zeros afterwards
+    and the file keeps its size (``walrus_core.holes.punch_hole`` does it on Linux).
+
+    Optional: a chain that does not implement it keeps the space of consumed blocks until
+    their whole file can be deleted. Raise ``OSError`` with ``errno.EOPNOTSUPP`` where the
+    file system refuses; the engine then stops asking for that directory and logs why once.
+    The engine never writes to, and no reader relies on, a range after discarding it.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
 def walrus_close(handle: Any) -> None:
     """Release the handle (close descriptors, unmap). Called once; flush was called before if
     the schedule needed it."""

@@ -11,11 +11,27 @@ import bisect
 import threading
 from typing import TYPE_CHECKING
 
+import attrs
+
 from walrus_core.format import BLOCK_HEADER_SIZE, block_salt, block_tag
 
 if TYPE_CHECKING:
     from walrus_core.cursors import Cursor
     from walrus_core.files import DataFile
+
+
+@attrs.frozen
+class StartMark:
+    """Where a topic starts after reclamation, as recorded in cursors.dat.
+
+    ``offset`` is the first retained entry; every block of the topic with a sequence number
+    below ``first_seq`` was reclaimed (whatever is left of it on disk is not the topic's any
+    more). ``deleted``: the topic was deleted at ``offset``.
+    """
+
+    offset: int
+    first_seq: int
+    deleted: bool = False
 
 
 class Block:
@@ -29,12 +45,15 @@ class Block:
         "end",
         "file_no",
         "first_offset",
+        "idle_count",
+        "idle_since",
         "last",
         "limit",
         "next",
         "nonce",
         "salt",
         "sealed",
+        "sealed_at",
         "seq",
         "slot",
         "slots",
@@ -73,6 +92,12 @@ class Block:
         self.committed = 0  # entries outside an unfinished batch (for the seal record)
         self.sealed = False
         self.close_record = False  # a CLOSED seal record is on disk and must be cleared first
+        # When it was sealed (Unix time; 0.0: not sealed): no entry of a sealed block is newer.
+        self.sealed_at = 0.0
+        # For age-based retention of a block still being written: its count when it was last
+        # seen, and since when that count has not changed (no entry of it is newer than that).
+        self.idle_count = -1
+        self.idle_since = 0.0
         self.storage = storage
         self.next: Block | None = None
 
@@ -97,10 +122,16 @@ class Topic:
     """A topic's block chain, its writer state and its consumers' cursors."""
 
     __slots__ = (
+        "appends",
+        "batch_entries",
+        "batches",
         "blocks",
+        "bytes_appended",
         "cursors",
+        "deleted",
         "end",
         "firsts",
+        "hidden_until",
         "lock",
         "name",
         "pending_dead",
@@ -115,7 +146,12 @@ class Topic:
         self.lock = threading.Lock()  # the writer lock: appends and batches take turns
         self.blocks: list[Block] = []
         self.firsts: list[int] = []  # first_offset of each block, for bisect
-        self.start = 0  # the first offset a consumer can seek to
+        self.start = 0  # the first retained offset: a consumer can seek to it and above
+        # The topic was deleted at this offset: it is not listed until it has entries past it.
+        self.hidden_until = 0
+        # Set when the topic is deleted: a writer holding this object must look the name up
+        # again (the name continues in a new Topic).
+        self.deleted = False
         self.end = 0  # the published end: offsets below it are readable
         # Set after a failed batch: stale bytes may follow the head's end, so the next write
         # seals the head and starts a fresh block instead of writing after them.
@@ -126,6 +162,11 @@ class Topic:
         # The topic's cursors by consumer name (None: the default one); only the CursorBook
         # (cursors.py) adds to it. It lives here so a read finds its cursor with one lookup.
         self.cursors: dict[str | None, Cursor] = {}
+        # Counted by the facade under ``lock`` (exact without a shared lock).
+        self.appends = 0
+        self.batches = 0
+        self.batch_entries = 0
+        self.bytes_appended = 0
 
     @property
     def head(self) -> Block | None:
@@ -135,8 +176,9 @@ class Topic:
     def add_block(self, block: Block) -> None:
         """Chain a new block after the current head (the writer holds ``lock``).
 
-        ``start`` stays 0: entries below the first block found (whose block is unreadable) are
-        a damaged range that reads report, not a range that silently never existed.
+        ``start`` only moves when blocks are reclaimed (see reclaim.py): entries below the
+        first block found but above ``start`` are a damaged range that reads report, not a
+        range that silently never existed.
         """
         if self.blocks:
             self.blocks[-1].next = block
@@ -152,12 +194,30 @@ class Topic:
             self.blocks[-1].next = None
         return dropped
 
+    def drop_front(self, count: int) -> list[Block]:
+        """Remove the ``count`` oldest blocks (reclaimed; the writer lock is held).
+
+        Readers look blocks up without a lock: ``blocks`` goes first, so a reader that meets
+        the lists in between finds a block that starts after the offset it wants, and looks
+        again (see :meth:`block_for`).
+        """
+        dropped = self.blocks[:count]
+        del self.blocks[:count]
+        del self.firsts[:count]
+        return dropped
+
     def block_for(self, offset: int) -> Block | None:
         """The block holding ``offset``, or None if no block does."""
-        i = bisect.bisect_right(self.firsts, offset) - 1
-        if i < 0:
-            return None
-        block = self.blocks[i]
+        while True:
+            i = bisect.bisect_right(self.firsts, offset) - 1
+            if i < 0:
+                return None
+            try:
+                block = self.blocks[i]
+            except IndexError:  # the front was just reclaimed: look again
+                continue
+            if block.first_offset <= offset:
+                break
         # Skip empty blocks that share a first offset with their successor.
         while offset >= block.first_offset + block.count and block.next is not None:
             if block.next.first_offset > offset:

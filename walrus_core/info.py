@@ -12,15 +12,18 @@ from typing import Any
 
 import attrs
 
+from walrus_core.errors import InvalidConfigError
 
-def _optional_positive(kind: type, what: str) -> Any:
+
+def _optional_positive(kinds: tuple[type, ...], what: str) -> Any:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if isinstance(value, bool) or not isinstance(value, kinds):
             raise TypeError(f"{attribute.name} must be {what} or None, not {type(value).__name__}")
-        if value <= 0:
-            raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+        number: Any = value
+        if not number > 0:  # also refuses NaN
+            raise InvalidConfigError(f"{attribute.name} must be > 0, got {value!r}")
 
     return check
 
@@ -36,9 +39,11 @@ class Retention:
     than ``max_bytes``. Ages are tracked per block (see the README, "Operating Walrus").
     """
 
-    max_bytes: int | None = attrs.field(default=None, validator=_optional_positive(int, "an int"))
+    max_bytes: int | None = attrs.field(
+        default=None, validator=_optional_positive((int,), "an int")
+    )
     max_age_seconds: float | None = attrs.field(
-        default=None, validator=_optional_positive((int, float), "a number")  # type: ignore[arg-type]
+        default=None, validator=_optional_positive((int, float), "a number")
     )
 
     @property

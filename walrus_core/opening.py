@@ -77,12 +77,7 @@ def open_directory(
     )
     store: CursorStore | None = None
     try:
-        topics = recover(root, allocator)
         store = CursorStore(root, open_storage, sync_each=sync_each)
-        if topics and not store.existed:
-            log.warning(
-                "%s is missing: every consumer of %s replays from the start", store.path, root
-            )
         reader = EntryReader()
         book = CursorBook(
             store,
@@ -90,6 +85,12 @@ def open_directory(
             strict=consistency.is_strict,
             persist_every=consistency.persist_every,
         )
+        # The start marks first: they say which blocks recovery must leave out.
+        topics = recover(root, allocator, book.load_marks())
+        if topics and not store.existed:
+            log.warning(
+                "%s is missing: every consumer of %s replays from the start", store.path, root
+            )
         book.load(topics, sync=not fsync.is_none)
     except BaseException as exc:
         for closer in (store.close if store is not None else None, allocator.close):

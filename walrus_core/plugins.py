@@ -30,6 +30,8 @@ log = logging.getLogger("walrus_core.plugins")
 ENTRY_POINT_GROUP = "walrus.backends"
 AUTO = "auto"
 _OPS = ("walrus_write", "walrus_read", "walrus_flush", "walrus_batch_submit", "walrus_close")
+#: Operations a chain may lack (the engine then does without them).
+_OPTIONAL_OPS = ("walrus_discard",)
 
 
 def _always_available() -> str | None:
@@ -318,7 +320,7 @@ class BackendChain:
                 impls = backend.impls
                 if "walrus_open" in impls:
                     handle = impls["walrus_open"](spec, lower)
-                for op in _OPS:
+                for op in (*_OPS, *_OPTIONAL_OPS):
                     fn = impls.get(op)
                     if fn is not None:
                         # A bound method: the cheapest callable that carries the handle.
@@ -338,6 +340,7 @@ class BackendChain:
                     flush=bound["walrus_flush"],
                     batch_submit=bound["walrus_batch_submit"],
                     close=bound["walrus_close"],
+                    discard=bound.get("walrus_discard"),
                 )
                 opened.append(lower)
         except BaseException:

@@ -170,7 +170,7 @@ class EntryReader:
         if block is None:
             block, pos = self.locate(cursor.topic, offset)
             cursor.block, cursor.pos = block, pos
-        entries, block, pos = self.read_batch(
+        entries, block, pos, _nbytes = self.read_batch(
             cursor, offset, block, cursor.pos, offset + 1, 1, 0, True
         )
         return entries[0], block, pos
@@ -185,12 +185,12 @@ class EntryReader:
         max_entries: int,
         max_bytes: int,
         peek_one: bool = False,
-    ) -> tuple[list[Entry], Block, int]:
+    ) -> tuple[list[Entry], Block, int, int]:
         """Read entries from ``offset`` (at ``block``/``pos``) up to offset ``stop``.
 
-        Returns (entries, block, pos) where block/pos locate the entry after the last one
-        returned. ``max_bytes`` bounds the payload total (at least one entry is returned).
-        The cursor's buffer is used and refilled; the cursor's position is not changed.
+        Returns (entries, block, pos, payload bytes) where block/pos locate the entry after
+        the last one returned. ``max_bytes`` bounds the payload total (at least one entry is
+        returned). The cursor's buffer is used and refilled; the cursor's position is not changed.
         """
         topic = cursor.topic
         out: list[Entry] = []
@@ -311,4 +311,4 @@ class EntryReader:
         if error is not None and not out:
             raise error
         # Entries before a damaged one are returned; the next read raises at the damage.
-        return out, block, pos
+        return out, block, pos, total

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections import defaultdict
 
 import attrs
@@ -42,7 +43,7 @@ from walrus_core.format import (
     header_damage,
     parse_data_file_name,
 )
-from walrus_core.index import Block, Topic
+from walrus_core.index import Block, StartMark, Topic
 from walrus_core.names import encode_name
 from walrus_core.writer import mark_dead, write_seal
 
@@ -278,8 +279,15 @@ def _verify_last(block: Block, seal: SealRecord) -> bool:
     )
 
 
-def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
-    """Rebuild every topic of ``root``; leaves ``allocator`` ready to continue."""
+def recover(
+    root: str, allocator: Allocator, starts: dict[str, StartMark] | None = None
+) -> dict[str, Topic]:
+    """Rebuild every topic of ``root``; leaves ``allocator`` ready to continue.
+
+    ``starts`` are the topics' start marks: blocks they say were reclaimed are left out (and
+    their space handed to the allocator's unused list), and each topic starts at its mark.
+    """
+    starts = starts or {}
     geometry = allocator.geometry
     block_size = geometry.block_size
     found: dict[str, list[_Found]] = defaultdict(list)
@@ -346,7 +354,9 @@ def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
                     )
                 used_end = slot + header.slots
                 max_seq = max(max_seq, header.block_seq)
-                if not header.flags & BLOCK_FLAG_DEAD:
+                if header.flags & BLOCK_FLAG_DEAD:
+                    allocator.note_unused(file_no, slot * block_size, header.slots * block_size)
+                else:
                     seal = SealRecord.unpack(region, header.nonce & 0xFFFFFFFF)
                     found[header.topic].append(_Found(header, seal, file_no, slot, storage))
                 slot += header.slots
@@ -357,10 +367,32 @@ def recover(root: str, allocator: Allocator) -> dict[str, Topic]:
         touched: set[int] = set()
         for name, items in found.items():
             items.sort(key=lambda f: f.header.block_seq)
-            items = _drop_abandoned(name, _unique(name, items))
-            topic = _rebuild_topic(name, items, block_size, touched, extents)
+            mark = starts.get(name)
+            kept = _drop_abandoned(name, _unique(name, items))
+            if mark is not None:
+                kept = [f for f in kept if f.header.block_seq >= mark.first_seq]
+            kept_ids = {id(f) for f in kept}
+            for item in items:
+                if id(item) not in kept_ids:
+                    allocator.note_unused(
+                        item.file_no, item.slot * block_size, item.header.slots * block_size
+                    )
+            topic = _rebuild_topic(name, kept, block_size, touched, extents, mark, allocator)
             if topic is not None:
                 topics[name] = topic
+        for name, mark in starts.items():
+            if name not in topics:  # every block reclaimed (or the topic deleted)
+                try:
+                    raw = encode_name(name)
+                except Exception:
+                    continue
+                topic = Topic(name, raw)
+                topic.start = topic.end = mark.offset
+                topic.hidden_until = mark.offset if mark.deleted else 0
+                topics[name] = topic
+        for topic in topics.values():
+            for block in topic.blocks:
+                allocator.adopt(block)
     finally:
         for ext in extents.values():
             ext.close()
@@ -436,6 +468,8 @@ def _rebuild_topic(
     block_size: int,
     touched: set[int],
     extents: dict[int, DataExtents],
+    mark: StartMark | None,
+    allocator: Allocator,
 ) -> Topic | None:
     try:
         raw = encode_name(name)
@@ -444,6 +478,7 @@ def _rebuild_topic(
         return None
     blocks: list[Block] = []
     scans: dict[int, ScanResult] = {}
+    seal_times: dict[int, float] = {}
     for index, item in enumerate(items):
         block = Block(
             topic=name,
@@ -467,6 +502,10 @@ def _rebuild_topic(
             block.committed = seal.committed
             block.sealed = seal.kind == SEAL_SEALED
             block.close_record = seal.kind == SEAL_CLOSED
+            if seal.sealed_at:
+                seal_times[block.seq] = float(seal.sealed_at)
+                if block.close_record:  # closed cleanly then: nothing in it is newer
+                    block.idle_count, block.idle_since = seal.count, float(seal.sealed_at)
             if block.count == 0:
                 block.last = -1
         else:
@@ -476,28 +515,36 @@ def _rebuild_topic(
             block.committed = scan.committed
         blocks.append(block)
 
-    _roll_back_incomplete_batch(name, blocks, scans, touched)
+    for block in _roll_back_incomplete_batch(name, blocks, scans, touched):
+        allocator.note_unused(block.file_no, block.base, block.limit)
     if not blocks:
         return None
     _settle_blocks(name, blocks, scans, touched)
     topic = Topic(name, raw)
-    if blocks[0].first_offset > 0:
+    start = mark.offset if mark is not None else 0
+    if blocks[0].first_offset > start:
         log.warning(
-            "topic %r: entries 0..%d are in no readable block; reading them raises"
+            "topic %r: entries %d..%d are in no readable block; reading them raises"
             " CorruptionError (seek to %d to move past them)",
             name,
+            start,
             blocks[0].first_offset - 1,
             blocks[0].first_offset,
         )
     for block in blocks:
         topic.add_block(block)
-    topic.end = blocks[-1].first_offset + blocks[-1].count
+        if block.sealed and not block.sealed_at:
+            block.sealed_at = seal_times.get(block.seq) or time.time()
+    topic.start = start
+    topic.end = max(start, blocks[-1].first_offset + blocks[-1].count)
+    if mark is not None and mark.deleted:
+        topic.hidden_until = mark.offset
     return topic
 
 
 def _roll_back_incomplete_batch(
     name: str, blocks: list[Block], scans: dict[int, ScanResult], touched: set[int]
-) -> None:
+) -> list[Block]:
     """Drop everything after the topic's last complete write.
 
     Entries of a batch carry ``BATCH_OPEN`` except the last one, so the last entry that does
@@ -509,7 +556,7 @@ def _roll_back_incomplete_batch(
     while keep > 0 and blocks[keep - 1].committed == 0:
         keep -= 1
     if keep == len(blocks) and blocks[-1].committed == blocks[-1].count:
-        return
+        return []
     if keep == 0:
         commit_at = blocks[0].first_offset
         cut: Block | None = None
@@ -517,7 +564,8 @@ def _roll_back_incomplete_batch(
         cut = blocks[keep - 1]
         commit_at = cut.first_offset + cut.committed
     dropped = blocks[-1].first_offset + blocks[-1].count - commit_at
-    for block in blocks[keep:]:
+    dead = blocks[keep:]
+    for block in dead:
         mark_dead(block)
         touched.add(id(block.storage))
     del blocks[keep:]
@@ -531,7 +579,7 @@ def _roll_back_incomplete_batch(
             commit_at + dropped - 1,
         )
     if cut is None or cut.committed == cut.count:
-        return
+        return dead
     scan = scans.get(cut.seq)
     if scan is None or len(scan.positions) < cut.count:
         scan = scan_block(cut, cut.count)
@@ -546,6 +594,7 @@ def _roll_back_incomplete_batch(
     cut.sealed = True
     cut.close_record = False
     touched.add(id(cut.storage))
+    return dead
 
 
 def _settle_blocks(

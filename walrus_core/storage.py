@@ -70,6 +70,8 @@ class Storage:
     * ``read(offset, size)`` returns up to ``size`` bytes (fewer only at end of file).
     * ``flush()`` makes every completed write durable.
     * ``batch_submit(ops, sync)`` writes many runs, then flushes when ``sync`` is true.
+    * ``discard(offset, size)`` gives a range back to the file system (None when no backend
+      of the chain can).
     * ``close()`` releases the handle.
 
     ``dirty`` is set by the engine after unsynced writes; the background flusher clears it.
@@ -80,6 +82,7 @@ class Storage:
         "chain",
         "close",
         "dirty",
+        "discard",
         "flush",
         "handle",
         "read",
@@ -97,6 +100,7 @@ class Storage:
         flush: Callable[[], None],
         batch_submit: Callable[[Sequence[WriteOp], bool], None],
         close: Callable[[], None],
+        discard: Callable[[int, int], None] | None = None,
     ) -> None:
         self.spec = spec
         self.handle = handle
@@ -106,6 +110,7 @@ class Storage:
         self.flush = flush
         self.batch_submit = batch_submit
         self.close = close
+        self.discard = discard
         self.dirty = False
 
     @property

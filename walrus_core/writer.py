@@ -7,6 +7,7 @@ time; a batch and a single append on the same topic simply take turns.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,23 +44,27 @@ log = logging.getLogger("walrus_core")
 _pack_header = ENTRY_HEADER.pack
 
 
-def write_seal(block: Block, kind: int = SEAL_SEALED) -> None:
+def write_seal(block: Block, kind: int = SEAL_SEALED, sealed_at: float | None = None) -> None:
     """Write the seal record of ``block`` as it is published now (raises OSError).
 
     A SEALED record makes recovery trust the block without scanning it; a CLOSED one (written
     at a clean close) does too, and is cleared before the block takes more entries.
+    ``sealed_at`` (default: now) is recorded as the time of the block's newest entry.
     """
+    now = time.time() if sealed_at is None else sealed_at
     record = SealRecord(
         kind=kind,
         count=block.count,
         end=block.end,
         committed=block.committed,
         last=max(block.last, 0),
+        sealed_at=int(now),
     ).pack(block.salt)
     block.storage.write(block.base + SEAL_AT, (record,), len(record))
     block.storage.dirty = True
     if kind == SEAL_SEALED:
         block.sealed = True
+        block.sealed_at = now
         block.close_record = False
 
 
@@ -101,6 +106,12 @@ class Writer:
         """Seal a full block (recovery then trusts it without a scan)."""
         write_seal(block)
 
+    def seal_idle(self, block: Block) -> None:
+        """Seal the head ``block`` of a topic that took no entry since ``block.idle_since``
+        (the topic's writer lock is held; raises OSError). The next append starts a new block.
+        """
+        write_seal(block, sealed_at=block.idle_since)
+
     def _clear_close_record(self, block: Block) -> None:
         block.storage.write(block.base + SEAL_AT, (CLEARED_SEAL,), len(CLEARED_SEAL))
         block.storage.dirty = True
@@ -130,6 +141,7 @@ class Writer:
             mark_dead(block)
             touched[id(block.storage)] = block.storage
             topic.pending_dead.pop(0)
+            self.allocator.release(block)
         head = topic.head
         if head is not None and not head.sealed:
             write_seal(head)
@@ -235,6 +247,7 @@ class Writer:
             to_seal = [run.block for run in runs[:-1]]
             if head is not None and not head.sealed and runs[0].block is not head:
                 to_seal.insert(0, head)
+            now = time.time()
             for blk in to_seal:
                 blk_run = next((r for r in runs if r.block is blk), None)
                 record = SealRecord(
@@ -243,6 +256,7 @@ class Writer:
                     end=(blk_run.start + blk_run.nbytes) if blk_run else blk.end,
                     committed=blk.count,
                     last=blk_run.last if blk_run else max(blk.last, 0),
+                    sealed_at=int(now),
                 ).pack(blk.salt)
                 ops = by_storage.setdefault(id(blk.storage), (blk.storage, []))[1]
                 ops.append(WriteOp(blk.base + SEAL_AT, (record,), len(record)))
@@ -268,6 +282,7 @@ class Writer:
                 blk.storage.dirty = True
         for blk in to_seal:
             blk.sealed = True
+            blk.sealed_at = now
             blk.close_record = False
         topic.end = first + count
         return range(first, first + count)

@@ -45,7 +45,7 @@ from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
 __version__ = "0.1.0"
 SECTOR = 512
-OPS = ("write", "read", "flush", "batch_submit")
+OPS = ("write", "read", "flush", "batch_submit", "discard")
 
 
 @attrs.define
@@ -276,6 +276,18 @@ class FaultLayer:
         handle.lower.batch_submit(ops, sync)
         if sync:
             handle.plan._flushed(handle.path)
+
+    @hookimpl
+    def walrus_discard(self, handle: _Handle, offset: int, size: int) -> None:
+        """Maybe fail (nothing released), else delegate; a chain below without the operation
+        is reported as EOPNOTSUPP, as a file system that refuses would be."""
+        rule = handle.plan._check("discard", handle.kind)
+        if rule is not None:
+            raise _injected(rule)
+        discard = handle.lower.discard
+        if discard is None:
+            raise OSError(errno_codes.EOPNOTSUPP, "the backend below cannot discard")
+        discard(offset, size)
 
     @hookimpl
     def walrus_close(self, handle: _Handle) -> None:

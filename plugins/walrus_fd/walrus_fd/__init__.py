@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from walrus_core.holes import punch_hole
 from walrus_core.hookspecs import hookimpl
 from walrus_core.plugins import BackendInfo
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
@@ -156,6 +157,12 @@ def walrus_batch_submit(handle: FdHandle, ops: Sequence[WriteOp], sync: bool) ->
         _pwritev_all(handle.fd, op.buffers, op.offset, op.nbytes)
     if sync:
         _datasync(handle.fd)
+
+
+@hookimpl
+def walrus_discard(handle: FdHandle, offset: int, size: int) -> None:
+    """Punch a hole (the range reads as zeros and takes no disk space)."""
+    punch_hole(handle.fd, offset, size)
 
 
 @hookimpl

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from walrus_core.holes import punch_hole
 from walrus_core.hookspecs import hookimpl
 from walrus_core.plugins import BackendInfo
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
@@ -337,6 +338,19 @@ def walrus_batch_submit(handle: MmapHandle, ops: Sequence[WriteOp], sync: bool) 
 
 
 @hookimpl
+def walrus_discard(handle: MmapHandle, offset: int, size: int) -> None:
+    """Punch a hole under the mapping (its pages then read as zeros). Chunks wholly inside
+    the hole are no longer known to be allocated, so a later write there allocates again."""
+    punch_hole(handle.fd, offset, size)
+    allocated = handle.allocated
+    if allocated is not None:
+        first = (offset + CHUNK - 1) >> CHUNK_SHIFT
+        last = (offset + size) >> CHUNK_SHIFT
+        for chunk in range(first, min(last, len(allocated))):
+            allocated[chunk] = 0
+
+
+@hookimpl
 def walrus_close(handle: MmapHandle) -> None:
     """Release the view, unmap and close the descriptor (exports must go before the map)."""
     if handle.closed:
@@ -363,6 +377,7 @@ __all__: list[str] = [
     "walrus_backend_info",
     "walrus_batch_submit",
     "walrus_close",
+    "walrus_discard",
     "walrus_flush",
     "walrus_open",
     "walrus_read",
