@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from types import TracebackType
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("walrus_core")
 
 DEFAULT_DATA_DIR = "wal_files"
+#: How often the background thread hands the stats to ``walrus_stats_report`` plugins.
+STATS_REPORT_S = 10.0
 _DEFAULT_GEOMETRY = Geometry()
 
 
@@ -157,7 +160,8 @@ class Walrus:
         self.fsync = fsync
         self.limits = limits
         self.root = namespace_dir(data_dir, key)
-        chain = (registry if registry is not None else default_registry()).chain(backend)
+        self._registry = registry if registry is not None else default_registry()
+        chain = self._registry.chain(backend)
         self._chain = chain
         prepare_root(self.root)
         self._lock = DirectoryLock(self.root)
@@ -199,6 +203,7 @@ class Walrus:
             sync=not fsync.is_none,
         )
         self._fsync_latency = LatencyRecorder()
+        self._stats_reported = time.monotonic()
         self._unlocked_reads = ReadCounter()
         self._flusher: Flusher | None = None
         if fsync.is_periodic or auto_reclaim:
@@ -230,6 +235,10 @@ class Walrus:
             log.error("reclaiming space in %s failed: %s", self.root, exc)
         finally:
             self._leave()
+        now = time.monotonic()
+        if now - self._stats_reported >= STATS_REPORT_S:
+            self._stats_reported = now
+            self._registry.report_stats(self.root, self._collect_stats())
 
     # -- state checks -----------------------------------------------------------------------
     def _enter(self) -> None:
@@ -681,6 +690,9 @@ class Walrus:
         """Counters since this instance opened (see :class:`walrus_core.info.Stats`)."""
         if self._closed:
             self._check_slow()
+        return self._collect_stats()
+
+    def _collect_stats(self) -> Stats:
         topics = list(self._topics.values())
         cursors = [c for t in topics for c in list(t.cursors.values())]
         return Stats(
@@ -757,6 +769,7 @@ class Walrus:
                 flush_dirty(self._all_storages(), latency=self._fsync_latency)
         except OSError as exc:
             errors.append(exc)
+        self._registry.report_stats(self.root, self._collect_stats())
         for closer in (self._cursor_store.close, self._allocator.close):
             try:
                 closer()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from walrus_core.info import Stats
     from walrus_core.plugins import BackendInfo
     from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
@@ -107,6 +108,18 @@ def walrus_discard(handle: Any, offset: int, size: int) -> None:
     their whole file can be deleted. Raise ``OSError`` with ``errno.EOPNOTSUPP`` where the
     file system refuses; the engine then stops asking for that directory and logs why once.
     The engine never writes to, and no reader relies on, a range after discarding it.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def walrus_stats_report(data_dir: str, stats: Stats) -> None:
+    """Receive the counters of an open log (``Walrus.stats()``), to export them elsewhere.
+
+    Called through pluggy on every plugin that implements it (backends, and plugins published
+    under the entry-point group ``walrus.observers``): from the log's background thread about
+    every ten seconds, and once from ``close()``. It must return quickly and must not call
+    back into the log; an exception is logged and ignored.
     """
     raise NotImplementedError
 

@@ -28,6 +28,8 @@ from walrus_core.storage import OpenSpec, Storage
 log = logging.getLogger("walrus_core.plugins")
 
 ENTRY_POINT_GROUP = "walrus.backends"
+#: Plugins that are not backends, only observers (e.g. a stats exporter).
+OBSERVER_ENTRY_POINT_GROUP = "walrus.observers"
 AUTO = "auto"
 _OPS = ("walrus_write", "walrus_read", "walrus_flush", "walrus_batch_submit", "walrus_close")
 #: Operations a chain may lack (the engine then does without them).
@@ -116,11 +118,18 @@ class BackendRegistry:
         self,
         plugins: Mapping[str, Any],
         broken: Mapping[str, str] | None = None,
+        observers: Mapping[str, Any] | None = None,
     ) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._plugins = dict(plugins)
         self._broken = dict(broken or {})
+        self._observers = dict(observers or {})
+        for name, observer in self._observers.items():
+            try:
+                self._pm.register(observer, name=f"observer:{name}")
+            except Exception as exc:
+                log.warning("walrus observer %r is unusable: %s", name, exc)
         self._backends: dict[str, _Backend] = {}
         for name, plugin in self._plugins.items():
             try:
@@ -158,13 +167,33 @@ class BackendRegistry:
                 plugins[ep.name] = ep.load()
             except Exception as exc:
                 broken[ep.name] = f"cannot import {ep.value}: {type(exc).__name__}: {exc}"
-        return cls(plugins, broken)
+        observers: dict[str, Any] = {}
+        for ep in importlib.metadata.entry_points(group=OBSERVER_ENTRY_POINT_GROUP):
+            try:
+                observers.setdefault(ep.name, ep.load())
+            except Exception as exc:
+                log.warning("walrus observer %r cannot be imported: %s", ep.name, exc)
+        return cls(plugins, broken, observers)
 
     def with_plugins(self, extra: Mapping[str, Any]) -> BackendRegistry:
         """A new registry with ``extra`` backends added (or replacing ones of the same name)."""
         merged = dict(self._plugins)
         merged.update(extra)
-        return BackendRegistry(merged, self._broken)
+        return BackendRegistry(merged, self._broken, self._observers)
+
+    def with_observers(self, extra: Mapping[str, Any]) -> BackendRegistry:
+        """A new registry with ``extra`` observer plugins added (``walrus_stats_report``)."""
+        return BackendRegistry(self._plugins, self._broken, {**self._observers, **extra})
+
+    def report_stats(self, data_dir: str, stats: Any) -> None:
+        """Hand ``stats`` to every plugin implementing ``walrus_stats_report``; errors are
+        logged, never raised (an exporter must not break the log)."""
+        if not self._pm.hook.walrus_stats_report.get_hookimpls():
+            return
+        try:
+            self._pm.hook.walrus_stats_report(data_dir=data_dir, stats=stats)
+        except Exception:
+            log.exception("a walrus_stats_report hook failed")
 
     def names(self) -> list[str]:
         """Names of the usable installed backends."""

@@ -169,7 +169,10 @@ class Reclaimer:
         """An upper bound of :meth:`CursorBook.floor` read without locks (cursors only move
         forward, except by seeks, which the locked check catches)."""
         floor = topic.end
+        start = topic.start
         for cursor in list(topic.cursors.values()):
+            if cursor.persisted < 0 and not cursor.since_persist and cursor.offset == start:
+                continue  # not a consumer yet (only counted or peeked with)
             floor = min(floor, max(cursor.offset, cursor.persisted))
         return floor
 
