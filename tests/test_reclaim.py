@@ -535,3 +535,21 @@ def test_stats_reach_observer_plugins(wal_dir: Path, backend_name: str) -> None:
     wal.append_for_topic("t", b"x")
     wal.close()
     assert [(d, s.appends) for d, s in seen] == [(wal.root, 1)]
+
+
+def test_a_file_with_an_unreadable_header_is_kept(open_wal: OpenWal, wal_dir: Path) -> None:
+    """Reclamation never deletes a file holding a slot recovery could not read: it may be the
+    only copy of entries a repair could still save."""
+    wal = open_wal(auto_reclaim=False, **GEOMETRY)
+    fill(wal, "t", 2000)
+    drain(wal, "t")
+    wal.close()
+    victim = wal_dir / data_files(wal_dir)[0]
+    with open(victim, "r+b") as fh:  # damage both header copies of the file's first block
+        fh.seek(0)
+        fh.write(b"\xff" * 1000)
+    wal = open_wal(auto_reclaim=False)
+    files = len(data_files(wal_dir))
+    result = wal.reclaim()
+    assert victim.exists()
+    assert result.files_deleted == files - 2  # neither it nor the file taking blocks

@@ -66,6 +66,9 @@ class Allocator:
         self.next_seq = 1
         self.live: dict[int, int] = {}  # file_no -> blocks allocated and not released
         self.unused: list[Extent] = []  # released blocks whose space is still allocated
+        # Files holding slots recovery could not read: never deleted by reclamation, since
+        # what they hold may be evidence of damage (or data a repair could still save).
+        self.kept: set[int] = set()
 
     def path_of(self, file_no: int) -> str:
         """Path of data file ``file_no``."""
@@ -81,6 +84,10 @@ class Allocator:
         self.file_slots[file_no] = size // self.geometry.block_size
         self.live.setdefault(file_no, 0)
         return storage
+
+    def keep_file(self, file_no: int) -> None:
+        """Never delete ``file_no`` (it holds unreadable slots)."""
+        self.kept.add(file_no)
 
     def adopt(self, block: Block) -> None:
         """Count a block recovery put back into a topic as live."""
@@ -105,7 +112,7 @@ class Allocator:
             doomed = [
                 n
                 for n, live in self.live.items()
-                if live == 0 and n != self.current_file and n in self.files
+                if live == 0 and n != self.current_file and n in self.files and n not in self.kept
             ]
             for file_no in doomed:
                 del self.live[file_no]

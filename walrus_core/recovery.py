@@ -341,6 +341,7 @@ def recover(
                         # Never hand this slot out again: what it holds may still be evidence,
                         # and nothing written over it could be told apart from it.
                         used_end = slot + 1
+                        allocator.keep_file(file_no)
                         log.warning("%s: unreadable block header in slot %d; skipped", path, slot)
                     slot += 1
                     continue
