@@ -55,7 +55,7 @@ def run(scenario: str, root: str, gib: float, rounds: int, backend: str) -> None
             per_topic_blocks = (in_use - live) / geometry.block_size / len(topics)
             print(
                 f"  round {round_no}: allocated {in_use / 1e9:.3f} GB, live (unconsumed)"
-                f" {live / 1e9:.3f} GB, above live {(in_use - live) / 1e6:.1f} MB"
+                f" {live / 1e9:.3f} GB, above live {(in_use - live) / 1024:.0f} KiB"
                 f" (= {per_topic_blocks:.2f} blocks per topic), files"
                 f" {len([n for n in os.listdir(root) if n.startswith('data-')])};"
                 f" reclaim: {result.files_deleted} files deleted, {result.blocks_punched}"

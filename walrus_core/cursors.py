@@ -522,20 +522,20 @@ class CursorBook:
         self.marks[topic.name] = mark
 
     def consumers(self, topic: Topic) -> list[tuple[str | None, int, int]]:
-        """(name, offset, skipped) of every consumer of ``topic``, loaded or only on disk;
-        the default consumer (None) first."""
+        """(name, offset, skipped) of every existing consumer of ``topic`` (see
+        :meth:`floor`), loaded or only on disk; the default consumer (None) first."""
         with self._lock:
             found: dict[str | None, tuple[int, int]] = {
-                name: (cursor.offset, cursor.skipped) for name, cursor in topic.cursors.items()
+                name: (cursor.offset, cursor.skipped)
+                for name, cursor in topic.cursors.items()
+                if cursor.persisted >= 0 or cursor.since_persist or cursor.offset != topic.start
             }
             for (name, consumer), stored in self._stored.items():
                 key = consumer or None
-                if name == topic.name and key not in found:
+                if name == topic.name and key not in found and key not in topic.cursors:
                     found[key] = (max(min(stored.offset, topic.end), topic.start), 0)
-        if None not in found:
-            found[None] = (topic.start, 0)
         names = sorted(n for n in found if n is not None)
-        return [(n, *found[n]) for n in [None, *names]]
+        return [(n, *found[n]) for n in ([None] if None in found else []) + names]
 
     def delete(self, topic: Topic, consumer: str | None) -> bool:
         """Forget ``consumer`` of ``topic`` and free its slot (raises StorageError); False if
