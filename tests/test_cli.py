@@ -24,10 +24,12 @@ import pytest
 from click.testing import CliRunner, Result
 from helpers.reading import drain
 
-from tests.conftest import OpenWal
 from walrus_core import Walrus
 from walrus_core.cli import cli
 from walrus_core.plugins import default_registry
+
+#: The ``open_wal`` fixture's factory (see conftest.py).
+OpenWal = Callable[..., Walrus]
 
 COMMANDS = [
     "backends",
