@@ -22,6 +22,7 @@ import time
 from walrus_core import Walrus
 
 ENTRY = 1024
+MIB = 1 << 20
 BATCH = 1000
 
 
@@ -54,12 +55,12 @@ def run(scenario: str, root: str, gib: float, rounds: int, backend: str) -> None
             in_use = allocated(root)
             per_topic_blocks = (in_use - live) / geometry.block_size / len(topics)
             print(
-                f"  round {round_no}: allocated {in_use / 1e9:.3f} GB, live (unconsumed)"
-                f" {live / 1e9:.3f} GB, above live {(in_use - live) / 1024:.0f} KiB"
+                f"  round {round_no}: allocated {in_use / MIB:.1f} MiB, unconsumed blocks"
+                f" {live / MIB:.1f} MiB, above them {(in_use - live) / 1024:.0f} KiB"
                 f" (= {per_topic_blocks:.2f} blocks per topic), files"
                 f" {len([n for n in os.listdir(root) if n.startswith('data-')])};"
                 f" reclaim: {result.files_deleted} files deleted, {result.blocks_punched}"
-                f" blocks punched, {result.bytes_freed / 1e9:.3f} GB freed"
+                f" blocks punched, {result.bytes_freed / MIB:.1f} MiB freed"
                 f" ({time.perf_counter() - began:.1f} s)"
             )
 

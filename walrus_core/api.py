@@ -613,25 +613,35 @@ class Walrus:
                     return False
                 end = t.end
                 mark = StartMark(end, self._allocator.next_seq, deleted=True)
+                failure: OSError | None = None
                 try:
                     self._cursors.write_mark(t, mark)
                     if not self.fsync.is_none:
                         self._cursor_store.flush()
                 except OSError as exc:
-                    raise StorageError(f"deleting topic {topic!r} failed: {exc}") from exc
-                self._cursors.delete_all(t)
-                if not self.fsync.is_none:
-                    try:
+                    failure = exc
+                try:
+                    self._cursors.delete_all(t)
+                    if not self.fsync.is_none:
                         self._cursor_store.flush()
-                    except OSError as exc:
-                        log.warning("syncing the consumers of deleted topic %r: %s", topic, exc)
+                except (OSError, WalrusError) as exc:
+                    log.warning("deleting the consumers of topic %r: %s", topic, exc)
+                # Whether or not the mark reached the disk, the name goes on in a new
+                # generation: its blocks are numbered past the mark, so appends made after
+                # this call survive either way (with the old entries before them when the
+                # deletion did not become durable).
                 fresh = Topic(t.name, t.raw)
                 fresh.start = fresh.end = fresh.hidden_until = end
                 with self._registry_lock:
                     self._topics[t.name] = fresh
                 t.deleted = True
                 t.start = end
-                dropped = t.drop_front(len(t.blocks))
+                dropped = t.drop_front(len(t.blocks)) + t.pending_dead
+                t.pending_dead = []
+            if failure is not None:
+                # The old blocks stay on disk: the deletion may not be durable, and then they
+                # are still the topic's entries at the next open.
+                raise StorageError(f"deleting topic {topic!r} failed: {failure}") from failure
             for block in dropped:
                 self._allocator.release(block)
             self._reclaimer.run()

@@ -496,6 +496,10 @@ class CursorBook:
         for cursor in topic.cursors.values():
             if cursor.offset >= start:
                 continue
+            if cursor.persisted < 0 and not cursor.since_persist and cursor.offset == topic.start:
+                cursor.offset = start  # only counted or peeked with: it missed nothing
+                cursor.block, cursor.buf, cursor.buf_block = None, b"", None
+                continue
             missed = start - cursor.offset
             _log_skip(topic, cursor.consumer, cursor.offset, start)
             if cursor.persisted >= 0 or cursor.since_persist:

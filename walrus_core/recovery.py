@@ -362,7 +362,11 @@ def recover(
                     found[header.topic].append(_Found(header, seal, file_no, slot, storage))
                 slot += header.slots
             resume_file, resume_slot = file_no, used_end
-        allocator.resume(resume_file, resume_slot, max_seq + 1)
+        # Block numbers continue past every mark too: the blocks that numbered a mark may be
+        # gone (reclaimed, or lost to a power loss), and a new block numbered below a mark
+        # would be left out at the next open.
+        marked = max((mark.first_seq for mark in starts.values()), default=1)
+        allocator.resume(resume_file, resume_slot, max(max_seq + 1, marked))
 
         topics: dict[str, Topic] = {}
         touched: set[int] = set()
@@ -378,6 +382,8 @@ def recover(
                     allocator.note_unused(
                         item.file_no, item.slot * block_size, item.header.slots * block_size
                     )
+            if not kept:
+                continue  # every block reclaimed: the topic is rebuilt from its mark below
             topic = _rebuild_topic(name, kept, block_size, touched, extents, mark, allocator)
             if topic is not None:
                 topics[name] = topic
