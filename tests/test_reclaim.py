@@ -506,6 +506,18 @@ def test_stats_and_info(open_wal: OpenWal, wal_dir: Path) -> None:
     (topic,) = info.topics
     assert (topic.name, topic.first_offset, topic.end_offset, topic.entries) == ("t", 0, 12, 12)
     assert topic.consumers[0].lag == 11
+    # Deleting consumers and topics never makes a counter go back.
+    wal.read_next("t", consumer="c")
+    before = wal.stats()
+    wal.delete_consumer("t", "c")
+    wal.delete_topic("t")
+    after = wal.stats()
+    assert (after.appends, after.entries_appended, after.reads, after.bytes_read) == (
+        before.appends,
+        before.entries_appended,
+        before.reads,
+        before.bytes_read,
+    )
 
 
 def test_bad_retention_is_refused() -> None:

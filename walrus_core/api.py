@@ -632,6 +632,9 @@ class Walrus:
                 # deletion did not become durable).
                 fresh = Topic(t.name, t.raw)
                 fresh.start = fresh.end = fresh.hidden_until = end
+                # The counters go on (stats never go back).
+                fresh.appends, fresh.batches = t.appends, t.batches
+                fresh.batch_entries, fresh.bytes_appended = t.batch_entries, t.bytes_appended
                 with self._registry_lock:
                     self._topics[t.name] = fresh
                 t.deleted = True
@@ -710,8 +713,12 @@ class Walrus:
             batches=sum(t.batches for t in topics),
             entries_appended=sum(t.appends + t.batch_entries for t in topics),
             bytes_appended=sum(t.bytes_appended for t in topics),
-            reads=sum(c.reads for c in cursors) + self._unlocked_reads.entries,
-            bytes_read=sum(c.bytes_read for c in cursors) + self._unlocked_reads.bytes,
+            reads=sum(c.reads for c in cursors)
+            + self._unlocked_reads.entries
+            + self._cursors.deleted_reads,
+            bytes_read=sum(c.bytes_read for c in cursors)
+            + self._unlocked_reads.bytes
+            + self._cursors.deleted_bytes_read,
             fsyncs=self._fsync_latency.snapshot(),
             reclaimed_bytes=self._reclaimer.bytes_freed,
             files_deleted=self._reclaimer.files_deleted,

@@ -296,6 +296,9 @@ class CursorBook:
         self._stored: dict[tuple[str, str], StoredCursor] = {}
         self.marks: dict[str, StartMark] = {}
         self._mark_slots: dict[str, StoredCursor] = {}
+        # Reads of deleted cursors, so that the stats do not go back when one is deleted.
+        self.deleted_reads = 0
+        self.deleted_bytes_read = 0
 
     # -- opening ----------------------------------------------------------------------------
     def load_marks(self) -> dict[str, StartMark]:
@@ -553,6 +556,8 @@ class CursorBook:
                 with cursor.lock:
                     cursor.deleted = True
                     del topic.cursors[consumer]
+                    self.deleted_reads += cursor.reads
+                    self.deleted_bytes_read += cursor.bytes_read
             stored = self._stored.pop((topic.name, consumer or DEFAULT_CONSUMER), None)
             existed = existed or stored is not None
             try:

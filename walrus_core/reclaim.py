@@ -237,8 +237,9 @@ class Reclaimer:
                         self._root,
                         exc,
                     )
-                else:
+                else:  # tried again on the next pass
                     log.warning("punching a consumed block of %s failed: %s", path, exc)
+                    self._allocator.note_unused(extent.file_no, extent.offset, extent.size)
                 continue
             punched += 1
         for file_no, before in touched.items():
