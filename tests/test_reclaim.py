@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.reading import fill, payload, read_all
 
-from walrus_core import Entry, FsyncSchedule, OffsetOutOfRangeError, ReadConsistency, Walrus
+from walrus_core import FsyncSchedule, OffsetOutOfRangeError, ReadConsistency, Walrus
 from walrus_core.errors import UnknownTopicError
 from walrus_core.info import Retention
 from walrus_core.plugins import default_registry
@@ -47,28 +48,6 @@ def overhead(path: Path) -> int:
 
 def data_files(path: Path) -> list[str]:
     return sorted(n for n in os.listdir(path) if n.startswith("data-"))
-
-
-def payload(topic: str, offset: int) -> bytes:
-    rng = random.Random(f"{topic}:{offset}")
-    return f"{topic}:{offset}:".encode() + rng.randbytes(rng.randint(0, 600))
-
-
-def fill(wal: Walrus, topic: str, count: int) -> None:
-    start = wal.topic_info(topic).end_offset if topic in wal.topics() else 0
-    for offset in range(start, start + count):
-        assert wal.append_for_topic(topic, payload(topic, offset)) == offset
-
-
-def read_all(wal: Walrus, topic: str) -> list[Entry]:
-    out: list[Entry] = []
-    offset = 0
-    while True:
-        got = wal.batch_read_for_topic(topic, 1 << 30, start_offset=offset)
-        if not got:
-            return out
-        out.extend(got)
-        offset = got[-1].offset + 1
 
 
 def drain(wal: Walrus, topic: str, consumer: str | None = None) -> int:

@@ -4,7 +4,6 @@ and appends made after a failed delete_topic survive."""
 
 from __future__ import annotations
 
-import random
 import signal
 import subprocess
 import sys
@@ -13,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.reading import fill, payload, read_all
 
-from walrus_core import Entry, FsyncSchedule, Walrus
+from walrus_core import FsyncSchedule, Walrus
 from walrus_core.info import Retention
 from walrus_core.plugins import default_registry
 
@@ -22,28 +22,6 @@ OpenWal = Callable[..., Walrus]
 
 BLOCK = 16 * 1024
 GEOMETRY = {"block_size": BLOCK, "blocks_per_file": 4}
-
-
-def payload(topic: str, offset: int) -> bytes:
-    rng = random.Random(f"{topic}:{offset}")
-    return f"{topic}:{offset}:".encode() + rng.randbytes(rng.randint(0, 600))
-
-
-def fill(wal: Walrus, topic: str, count: int) -> None:
-    start = wal.topic_info(topic).end_offset if topic in wal.topics() else 0
-    for offset in range(start, start + count):
-        assert wal.append_for_topic(topic, payload(topic, offset)) == offset
-
-
-def read_all(wal: Walrus, topic: str, start: int = 0) -> list[Entry]:
-    out: list[Entry] = []
-    offset = start
-    while True:
-        got = wal.batch_read_for_topic(topic, 1 << 30, start_offset=offset)
-        if not got:
-            return out
-        out.extend(got)
-        offset = got[-1].offset + 1
 
 
 def faulty(wal_dir: Path, base_backend: str, **kw):  # type: ignore[no-untyped-def]
@@ -67,7 +45,7 @@ def faulty(wal_dir: Path, base_backend: str, **kw):  # type: ignore[no-untyped-d
     return plan, opener
 
 
-# -- Finding 1: block sequence numbers restart below a start mark after reopen ---------------
+# -- block numbers continue past every start mark --------------------------------------------
 
 
 def test_delete_topic_reopen_then_append_survives_the_next_reopen(open_wal: OpenWal) -> None:
@@ -117,7 +95,7 @@ def test_expired_topic_reopen_then_appends_survive_the_next_reopen(open_wal: Ope
     assert all(e.data == payload("t", e.offset) for e in got)
 
 
-# -- Finding 2: reopen crashes when every block of a topic on disk is below its start mark ---
+# -- a topic whose blocks are all below its mark reopens -----------------------------------
 
 
 def test_failed_punch_of_a_deleted_topic_then_reopen(wal_dir: Path, base_backend: str) -> None:
@@ -203,7 +181,7 @@ def test_power_loss_after_an_ordinary_pass_then_appends_survive(
         assert [(e.offset, e.data) for e in got][-1] == (end, b"after the power loss")
 
 
-# -- Finding 3: a delete_topic that fails still leaves its deletion mark behind --------------
+# -- a failed delete_topic never costs later appends ---------------------------------------
 
 
 def test_failed_delete_topic_does_not_delete_later_appends(
