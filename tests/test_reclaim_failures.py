@@ -151,7 +151,7 @@ def test_sigkill_between_mark_and_punch_then_reopen(wal_dir: Path, backend_name:
 def test_power_loss_after_an_ordinary_pass_then_appends_survive(
     wal_dir: Path, base_backend: str
 ) -> None:
-    """Finding 1 without delete_topic or retention: a pass reclaims consumed blocks and makes
+    """Block numbering without delete_topic or retention: a pass reclaims consumed blocks and makes
     the mark (first_seq = the head's seq) durable; a power loss then takes the head's header,
     which was not flushed yet (allowed under a periodic fsync). The next open sees no block
     header at or above the mark's first_seq and restarts next_seq below it, so entries
