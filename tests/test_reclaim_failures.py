@@ -236,3 +236,77 @@ def test_delete_topic_failing_at_a_consumer_still_keeps_later_appends(
         assert [(e.offset, e.data) for e in got] == [(5, b"after")]
     finally:
         wal.close()
+
+
+# -- a full disk during a pass, and damage in a start mark -----------------------------------
+
+
+def test_full_disk_while_recording_the_start_frees_nothing(
+    wal_dir: Path, base_backend: str
+) -> None:
+    """ENOSPC on the start mark's write: the pass raises StorageError, no block is freed, every
+    entry still reads back exactly, and the next pass (disk free again) reclaims."""
+    import errno
+
+    from walrus_core.errors import StorageError
+
+    plan, opener = faulty(wal_dir, base_backend)
+    wal = opener()
+    try:
+        fill(wal, "t", 600)
+        while wal.batch_read_for_topic("t", 1 << 20):
+            pass
+        files = sorted(p.name for p in wal_dir.iterdir())
+        plan.fail("write", kind="cursors", errno=errno.ENOSPC)
+        with pytest.raises(StorageError):
+            wal.reclaim()
+        assert sorted(p.name for p in wal_dir.iterdir()) == files
+        got = read_all(wal, "t")
+        assert [e.offset for e in got] == list(range(600))
+        assert all(e.data == payload("t", e.offset) for e in got)
+        plan.heal()
+        assert wal.reclaim().blocks_dropped > 0
+    finally:
+        wal.close()
+
+
+@pytest.mark.parametrize("copy", [0, 1])
+def test_a_flipped_bit_in_a_start_mark_never_returns_wrong_bytes(
+    open_wal: OpenWal, wal_dir: Path, copy: int
+) -> None:
+    """A bit flipped in either value copy of a topic's start mark: the other copy (an older
+    start) or none is used. Reopening works, and every read returns the appended bytes or
+    raises CorruptionError for entries whose blocks are gone."""
+    from walrus_core import CorruptionError
+    from walrus_core.format import CURSOR_COPY_AT, CURSOR_SLOT_SIZE, START_MARK_CONSUMER
+
+    wal = open_wal(**GEOMETRY)
+    for _ in range(3):
+        fill(wal, "t", 300)
+        while wal.batch_read_for_topic("t", 1 << 20):
+            pass
+        wal.reclaim()
+    start = wal.topic_info("t").first_offset
+    wal.close()
+    raw = bytearray((wal_dir / "cursors.dat").read_bytes())
+    marker = START_MARK_CONSUMER.encode()
+    slot = next(
+        s
+        for s in range(len(raw) // CURSOR_SLOT_SIZE)
+        if marker in raw[s * CURSOR_SLOT_SIZE : s * CURSOR_SLOT_SIZE + 600]
+    )
+    raw[slot * CURSOR_SLOT_SIZE + CURSOR_COPY_AT[copy] + 12] ^= 0x10
+    (wal_dir / "cursors.dat").write_bytes(bytes(raw))
+    wal = open_wal(auto_reclaim=False, **GEOMETRY)
+    info = wal.topic_info("t")
+    assert info.end_offset == 900
+    assert info.first_offset <= start
+    for offset in range(info.first_offset, 900):
+        try:
+            got = wal.batch_read_for_topic("t", 1, start_offset=offset)
+        except CorruptionError:
+            assert offset < start  # only what was reclaimed can be missing
+            continue
+        assert got[0].offset >= offset
+        assert got[0].data == payload("t", got[0].offset)
+    assert wal.append_for_topic("t", b"more") == 900

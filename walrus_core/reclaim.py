@@ -154,12 +154,17 @@ class Reclaimer:
             start = blocks[cut].first_offset if cut < len(blocks) else end
             first_seq = blocks[cut].seq if cut < len(blocks) else next_seq
             skipped = 0
+            previous_start = topic.start
             if start > topic.start:
                 skipped = self._book.skip_to(topic, start)
                 topic.start = start
         try:
             self._book.write_mark(topic, StartMark(start, first_seq))
         except OSError as exc:
+            # Nothing is freed: the blocks stay readable, as they are after a reopen.
+            with self._book.hold(topic):
+                if topic.start == start:
+                    topic.start = previous_start
             raise StorageError(
                 f"recording the start of topic {topic.name!r} failed: {exc}"
             ) from exc
