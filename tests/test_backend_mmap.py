@@ -432,3 +432,48 @@ def test_auto_prefers_fd_on_linux_and_mmap_on_windows(registry: BackendRegistry)
     if "fd" in registry.names():  # fd, or a layer over it: mmap only when fd is disabled
         assert registry.select("auto", platform="linux") != "mmap"
     assert registry.select("auto", platform="win32") == "mmap"
+
+
+# --- resident memory -------------------------------------------------------------------------
+
+
+def mapped_rss(path: Path) -> int:
+    """Resident bytes of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total = 0
+    inside = False
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's first line
+                inside = len(fields) >= 6 and fields[5] == str(path)
+            elif inside and fields[:1] == ["Rss:"]:
+                total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps")
+def test_resident_memory_stays_bounded_and_no_byte_is_lost(
+    tmp_path: Path, open_storage: Any
+) -> None:
+    """Writing and reading four release periods' worth keeps at most about one period's
+    pages resident; pages dropped before their msync still reach the file."""
+    period = walrus_mmap.RELEASE_EVERY
+    size = 4 * period + MiB
+    storage = open_storage(size=size, name="big.wal")
+    path = tmp_path / "big.wal"
+    chunk = 1 << 20
+    peak = 0
+    for i, offset in enumerate(range(0, 4 * period, chunk)):
+        storage.write(offset, (bytes([i % 251]) * chunk,), chunk)
+        peak = max(peak, mapped_rss(path))
+    assert peak <= period + 2 * walrus_mmap.CHUNK + chunk, peak
+    storage.flush()
+    with open(path, "rb") as raw:
+        for i, offset in enumerate(range(0, 4 * period, chunk)):
+            raw.seek(offset)
+            assert raw.read(chunk) == bytes([i % 251]) * chunk, offset
+    peak = 0
+    for i, offset in enumerate(range(0, 4 * period, chunk)):
+        assert storage.read(offset, chunk) == bytes([i % 251]) * chunk
+        peak = max(peak, mapped_rss(path))
+    assert peak <= period + chunk, peak

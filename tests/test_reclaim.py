@@ -435,10 +435,20 @@ def test_sigkill_during_reclamation(wal_dir: Path, backend_name: str) -> None:
         )
         assert proc.stdout is not None
         deadline = time.monotonic() + rng.uniform(0.3, 1.2)
+        lines: list[str] = []
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
+            lines.append(line)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # What the child printed after the last line read above is still in the pipe.
+        rest = proc.stdout.read()
+        lines += rest.splitlines(keepends=True)
+        for line in lines:
+            if not line.endswith("\n"):
+                continue  # cut short by the kill
             kind, value = line.split()
             if kind == "ACK":
                 acked = int(value)
@@ -446,8 +456,6 @@ def test_sigkill_during_reclamation(wal_dir: Path, backend_name: str) -> None:
                 read = int(value)
             else:
                 start = int(value)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
         with Walrus(wal_dir, backend=backend_name, auto_reclaim=False) as wal:
             info = wal.topic_info("t")
             assert info.end_offset >= acked + 1

@@ -197,6 +197,7 @@ class Allocator:
                 first_offset=first_offset,
                 nonce=nonce,
                 storage=storage,
+                fresh=True,
             )
             storage.write(block.base, (packed,), len(packed))
             storage.dirty = True

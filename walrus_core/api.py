@@ -29,6 +29,7 @@ from walrus_core.errors import (
     WalrusValueError,
 )
 from walrus_core.format import FORMAT_VERSION
+from walrus_core.groupcommit import GroupCommit
 from walrus_core.index import StartMark, Topic
 from walrus_core.info import (
     ConsumerInfo,
@@ -192,6 +193,9 @@ class Walrus:
             sync_each=sync_each,
             sync_failures=not fsync.is_none,
         )
+        # Concurrent sync_each appends share device flushes; other schedules do not flush
+        # per append, so there is nothing to share.
+        self._group_commit = GroupCommit(self._writer, limits) if sync_each else None
         self._reclaimer = Reclaimer(
             self.root,
             self._allocator,
@@ -318,6 +322,11 @@ class Walrus:
             raise EntryTooLargeError(
                 f"entry of {length} bytes exceeds the limit of {self.limits.max_entry_bytes}"
             )
+        if self._group_commit is not None:
+            offset = self._group_commit.append(t, payload, length, self._is_closed)
+            if offset >= 0:
+                return offset
+            return self._append_again(topic, payload, length)
         with t.lock:
             if not (self._closed or t.deleted):
                 offset = self._writer.append(t, payload, length)
@@ -325,6 +334,9 @@ class Walrus:
                 t.bytes_appended += length
                 return offset
         return self._append_again(topic, payload, length)
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _append_again(self, topic: str, payload: Any, length: int) -> int:
         """An append that found the instance closed, or its topic deleted under it."""
@@ -337,6 +349,8 @@ class Walrus:
                     offset = self._writer.append(t, payload, length)
                     t.appends += 1
                     t.bytes_appended += length
+                    if self._group_commit is not None:
+                        t.sync_groups += 1  # a group of one
                     return offset
 
     def batch_append_for_topic(self, topic: str, entries: Iterable[Any]) -> range:
@@ -712,6 +726,7 @@ class Walrus:
             appends=sum(t.appends for t in topics),
             batches=sum(t.batches for t in topics),
             entries_appended=sum(t.appends + t.batch_entries for t in topics),
+            sync_groups=sum(t.sync_groups for t in topics),
             bytes_appended=sum(t.bytes_appended for t in topics),
             reads=sum(c.reads for c in cursors)
             + self._unlocked_reads.entries

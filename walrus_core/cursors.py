@@ -47,6 +47,7 @@ from walrus_core.format import (
 )
 from walrus_core.index import Block, StartMark, Topic
 from walrus_core.names import encode_name
+from walrus_core.reader import FIRST_READAHEAD
 from walrus_core.storage import FILE_CURSORS, OpenSpec, Storage
 
 if TYPE_CHECKING:
@@ -248,6 +249,7 @@ class Cursor:
         "persist_seq",
         "persisted",
         "pos",
+        "readahead",
         "reads",
         "since_persist",
         "skipped",
@@ -270,6 +272,7 @@ class Cursor:
         self.buf = b""
         self.buf_block: Block | None = None
         self.buf_start = 0  # in-block position of buf[0]
+        self.readahead = FIRST_READAHEAD  # bytes the next read_next refill asks for
         self.skipped = 0  # entries retention dropped before this consumer read them
         self.deleted = False  # deleted: never persisted again (a new cursor takes the name)
         self.reads = 0  # entries delivered through this cursor (counted under its lock)
@@ -438,6 +441,7 @@ class CursorBook:
         cursor.offset = offset
         cursor.block = None
         cursor.pos = 0
+        cursor.readahead = FIRST_READAHEAD
 
     def persist(self, cursor: Cursor, offset: int, block: Block | None, pos: int) -> None:
         """Write ``offset`` as the cursor's durable position (raises StorageError)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import bisect
 import threading
+from array import array
+from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
@@ -18,6 +20,7 @@ from walrus_core.format import BLOCK_HEADER_SIZE, block_salt, block_tag
 if TYPE_CHECKING:
     from walrus_core.cursors import Cursor
     from walrus_core.files import DataFile
+    from walrus_core.groupcommit import PendingAppend
 
 
 @attrs.frozen
@@ -34,6 +37,54 @@ class StartMark:
     deleted: bool = False
 
 
+#: A block's offset index keeps the position of an entry at least every this many bytes...
+INDEX_EVERY_BYTES = 4096
+#: ... and at least every this many entries, so that finding an entry reads and checks at most
+#: this many headers whatever the entry size.
+INDEX_EVERY_ENTRIES = 32
+
+
+class OffsetIndex:
+    """Sparse (offset, in-block position) pairs of one block, in increasing order.
+
+    Finding an entry starts at the nearest pair at or below it instead of at the block start,
+    so it costs a bisect and a short walk, not a scan of the block. Only the block's writer
+    adds pairs, as it publishes entries (``due_*`` say when the next pair is due); readers
+    bisect without a lock. ``positions`` is appended to before ``offsets``, so every index
+    below ``len(offsets)`` is valid in both. A block recovered from disk starts with
+    ``complete`` False: its entries from before the open are indexed by the first reader that
+    needs them, which builds a new index and replaces this one as a whole (see reader.py).
+    """
+
+    __slots__ = ("complete", "due_offset", "due_pos", "offsets", "positions")
+
+    def __init__(self, due_offset: int, due_pos: int, *, complete: bool) -> None:
+        self.offsets = array("q")
+        self.positions = array("q")
+        self.due_offset = due_offset
+        self.due_pos = due_pos
+        self.complete = complete
+
+    def add(self, offset: int, pos: int) -> None:
+        """Record that entry ``offset`` starts at in-block position ``pos`` (must be past every
+        pair already recorded)."""
+        self.positions.append(pos)
+        self.offsets.append(offset)
+        self.due_offset = offset + INDEX_EVERY_ENTRIES
+        self.due_pos = pos + INDEX_EVERY_BYTES
+
+    def nearest(self, offset: int) -> tuple[int, int] | None:
+        """The recorded (offset, position) pair nearest at or below ``offset``, if any."""
+        offsets = self.offsets
+        i = bisect.bisect_right(offsets, offset, 0, len(offsets)) - 1
+        if i < 0:
+            return None
+        return offsets[i], self.positions[i]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
 class Block:
     """One block of one topic: where it lives and which entries it holds."""
 
@@ -47,6 +98,7 @@ class Block:
         "first_offset",
         "idle_count",
         "idle_since",
+        "index",
         "last",
         "limit",
         "next",
@@ -74,7 +126,10 @@ class Block:
         first_offset: int,
         nonce: int,
         storage: DataFile,
+        fresh: bool = False,
     ) -> None:
+        """``fresh``: a new, empty block (its offset index is then complete from the start);
+        otherwise the block was found on disk."""
         self.topic = topic
         self.seq = seq
         self.file_no = file_no
@@ -100,6 +155,11 @@ class Block:
         self.idle_since = 0.0
         self.storage = storage
         self.next: Block | None = None
+        self.index = OffsetIndex(
+            first_offset + INDEX_EVERY_ENTRIES,
+            BLOCK_HEADER_SIZE + INDEX_EVERY_BYTES,
+            complete=fresh,
+        )
 
     @property
     def path(self) -> str:
@@ -132,12 +192,17 @@ class Topic:
         "end",
         "firsts",
         "hidden_until",
+        "last_group",
+        "leading",
         "lock",
         "name",
         "pending_dead",
         "raw",
         "retire_head",
         "start",
+        "sync_groups",
+        "waiting",
+        "waiting_lock",
     )
 
     def __init__(self, name: str, raw: bytes) -> None:
@@ -167,6 +232,13 @@ class Topic:
         self.batches = 0
         self.batch_entries = 0
         self.bytes_appended = 0
+        # Under sync_each: single appends queued for the next group write, and how many such
+        # writes there were (see groupcommit.py).
+        self.waiting: deque[PendingAppend] = deque()
+        self.waiting_lock = threading.Lock()
+        self.leading = False  # a thread is writing the queue
+        self.last_group = 0  # entries in the last group written
+        self.sync_groups = 0
 
     @property
     def head(self) -> Block | None:

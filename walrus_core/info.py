@@ -124,6 +124,9 @@ class Stats:
     appends: int  # append_for_topic calls that returned
     batches: int  # batch_append_for_topic calls that returned with entries
     entries_appended: int  # entries, single and batched
+    # Under sync_each: durable writes that served single appends. Concurrent appends to a
+    # topic share one (group commit): appends / sync_groups is the appends per device flush.
+    sync_groups: int
     bytes_appended: int  # payload bytes
     reads: int  # entries returned by read_next and batch reads
     bytes_read: int

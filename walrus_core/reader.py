@@ -26,12 +26,18 @@ from walrus_core.format import (
     SEQ_MASK,
     find_entry,
 )
-from walrus_core.index import Block, Topic
+from walrus_core.index import INDEX_EVERY_BYTES, INDEX_EVERY_ENTRIES, Block, OffsetIndex, Topic
 
 if TYPE_CHECKING:
     from walrus_core.cursors import Cursor
 
 READAHEAD = 256 * 1024
+#: A cursor's first read-ahead after it was positioned (doubling up to READAHEAD).
+FIRST_READAHEAD = 16 * 1024
+#: The least a batch read reads in one go.
+MIN_READ = 4096
+#: The first read of a walk to an entry from an offset index pair (a few pairs' worth).
+SCAN_READ = 4 * INDEX_EVERY_BYTES
 #: Read at most this much in one go when a batch read wants a lot (bounds memory).
 MAX_READ = 64 * 1024 * 1024
 _unpack_header = ENTRY_HEADER.unpack_from
@@ -66,7 +72,77 @@ class EntryReader:
             return block, block.end
         if block.last >= 0 and offset == block.first_offset + block.count - 1:
             return block, block.last
-        return block, self._scan_to(topic, block, offset)
+        if not block.index.complete:
+            self._build_index(topic, block)
+        nearest = block.index.nearest(offset)
+        if nearest is None:
+            return block, self._scan_to(topic, block, offset)
+        return block, self._scan_to(topic, block, offset, *nearest)
+
+    def _build_index(self, topic: Topic, block: Block) -> None:
+        """Index the entries a block held when the log was opened (recovery trusts a sealed
+        block without reading its entries, so their positions are learnt here, once).
+
+        Walks the entry headers from the block start, trusting a step only when the header has
+        the block's tag and the expected sequence number. Where one does not fit, it searches
+        for the next entry that validates in full (checksum included), as :meth:`_scan_to`
+        does, and goes on from there. The new index replaces the old one as a whole (readers
+        never see half of it); pairs the writer added meanwhile are carried over, and one lost
+        in the race only lengthens a walk.
+        """
+        old = block.index
+        count = block.count
+        built = OffsetIndex(old.due_offset, old.due_pos, complete=True)
+        pos = prev = BLOCK_HEADER_SIZE
+        offset = block.first_offset
+        stop = block.first_offset + count
+        limit = block.end
+        tag = block.tag
+        due_pos, due_offset = pos + INDEX_EVERY_BYTES, offset + INDEX_EVERY_ENTRIES
+        buf = b""
+        buf_start = pos
+        while offset < stop:
+            rel = pos - buf_start
+            if rel + ENTRY_HEADER_SIZE > len(buf):
+                buf_start, rel = pos, 0
+                buf = self._read(topic, block, pos, min(READAHEAD, limit - pos), offset)
+                if len(buf) < ENTRY_HEADER_SIZE:
+                    break
+            _crc, length, seq, version, _flags, got_tag = _unpack_header(buf, rel)
+            if (
+                seq != offset & SEQ_MASK
+                or version != ENTRY_VERSION
+                or got_tag != tag
+                or pos + ENTRY_HEADER_SIZE + length > limit
+            ):
+                # This header or the previous entry's length is damaged.
+                start, first = (prev + 1, offset) if prev < pos else (pos + 1, offset + 1)
+                if start >= limit:
+                    break
+                data = self._read(topic, block, start, limit - start, first)
+                found = find_entry(data, 0, block.salt, tag, start, first, stop - 1)
+                if found is None:
+                    break
+                pos, offset = start + found.rel, found.offset
+                prev = pos
+                buf = b""
+                due_pos = due_offset = 0  # a validated entry: a good place for a pair
+                continue
+            if pos >= due_pos or offset >= due_offset:
+                built.positions.append(pos)
+                built.offsets.append(offset)
+                due_pos, due_offset = pos + INDEX_EVERY_BYTES, offset + INDEX_EVERY_ENTRIES
+            prev = pos
+            pos += ENTRY_HEADER_SIZE + length
+            offset += 1
+        # Pairs the writer recorded for entries published since the open (all past ``stop``).
+        written = len(old.offsets)
+        for i in range(written):
+            if old.offsets[i] >= offset:
+                built.positions.append(old.positions[i])
+                built.offsets.append(old.offsets[i])
+        built.due_offset, built.due_pos = old.due_offset, old.due_pos
+        block.index = built
 
     def _missing(self, topic: Topic, offset: int) -> CorruptionError:
         return CorruptionError(
@@ -75,8 +151,16 @@ class EntryReader:
             offset=offset,
         )
 
-    def _scan_to(self, topic: Topic, block: Block, target: int) -> int:
-        """Walk entry headers from the block start to ``target``; resynchronise past damage.
+    def _scan_to(
+        self,
+        topic: Topic,
+        block: Block,
+        target: int,
+        from_offset: int = -1,
+        from_pos: int = BLOCK_HEADER_SIZE,
+    ) -> int:
+        """Walk entry headers to ``target`` from entry ``from_offset`` at ``from_pos`` (by
+        default the block's first entry); resynchronise past damage.
 
         A step is trusted only when the header there has this block's tag and the expected
         sequence number; the target's own checksum is checked when it is read. A header that
@@ -84,17 +168,20 @@ class EntryReader:
         search for the next valid entry (checksum bound to this block and position) starts
         right after the previous header, not where the bad length led.
         """
-        pos = prev = BLOCK_HEADER_SIZE
-        offset = block.first_offset
+        pos = prev = from_pos
+        offset = block.first_offset if from_offset < 0 else from_offset
         limit = block.end if block.end > BLOCK_HEADER_SIZE else block.limit
         tag = block.tag
         buf = b""
         buf_start = pos
+        # The walk from an index pair is short: read little first, more if it goes on.
+        want = SCAN_READ
         while True:
             rel = pos - buf_start
             if rel < 0 or rel + ENTRY_HEADER_SIZE > len(buf):
                 buf_start = pos
-                buf = self._read(topic, block, pos, min(READAHEAD, limit - pos), offset)
+                buf = self._read(topic, block, pos, min(want, limit - pos), offset)
+                want = READAHEAD
                 rel = 0
             ok = rel + ENTRY_HEADER_SIZE <= len(buf)
             if ok:
@@ -212,7 +299,19 @@ class EntryReader:
                 continue
             rel = pos - buf_start
             if buf_start < 0 or rel < 0 or rel + ENTRY_HEADER_SIZE > len(buf):
-                want = READAHEAD if peek_one else max(READAHEAD, max_bytes + 16 * max_entries)
+                if peek_one:
+                    # Grows with sequential reads, so a read after a seek stays small.
+                    want = cursor.readahead
+                    cursor.readahead = min(READAHEAD, want * 2)
+                else:
+                    # What the rest of the batch needs at this block's mean entry size, at
+                    # most what ``max_bytes`` allows (a shortfall just reads again).
+                    mean = (block.end - BLOCK_HEADER_SIZE) // max(1, block.count) + 1
+                    want = min(
+                        max_bytes + ENTRY_HEADER_SIZE * max_entries,
+                        (max_entries - len(out)) * mean + ENTRY_HEADER_SIZE,
+                    )
+                    want = max(want, MIN_READ)
                 published = block.end
                 buf = self._read(topic, block, pos, min(want, MAX_READ, published - pos), offset)
                 buf_start, rel = pos, 0

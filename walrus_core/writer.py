@@ -36,7 +36,7 @@ from walrus_core.format import (
     SealRecord,
     slots_for_entry,
 )
-from walrus_core.index import Block, Topic
+from walrus_core.index import INDEX_EVERY_BYTES, INDEX_EVERY_ENTRIES, Block, Topic
 from walrus_core.storage import WriteOp
 
 log = logging.getLogger("walrus_core")
@@ -218,12 +218,20 @@ class Writer:
         block.end = pos + size
         block.count += 1
         block.committed = block.count
+        index = block.index
+        if pos >= index.due_pos or offset >= index.due_offset:
+            index.add(offset, pos)
         topic.end = offset + 1  # publish last: readers gate on topic.end
         return offset
 
     # -- batches ----------------------------------------------------------------------------
-    def append_batch(self, topic: Topic, payloads: Sequence[tuple[Any, int]]) -> range:
-        """Append all ``payloads`` (buffer, length) atomically; returns their offsets."""
+    def append_batch(
+        self, topic: Topic, payloads: Sequence[tuple[Any, int]], *, atomic: bool = True
+    ) -> range:
+        """Append all ``payloads`` (buffer, length) in one write; returns their offsets.
+
+        ``atomic``: after a crash the entries are all present or all absent; otherwise each
+        entry stands alone (a group commit of single appends)."""
         count = len(payloads)
         first = topic.end
         if count == 0:
@@ -236,7 +244,7 @@ class Writer:
             block = head if head is not None and not head.sealed else None
             if block is not None and block.close_record:
                 self._clear_close_record(block)
-            runs = self._plan_runs(topic, block, payloads, first, fresh)
+            runs = self._plan_runs(topic, block, payloads, first, fresh, atomic)
             # Seal every block the batch filled except the last one it wrote to. The record is
             # computed as it will be after publication; recovery only trusts it when the
             # batch's last entry is also on disk (or rolls back via the BATCH_OPEN flags).
@@ -280,6 +288,9 @@ class Writer:
             blk.committed = blk.count
             if self.mark_dirty:
                 blk.storage.dirty = True
+            add = blk.index.add
+            for mark_offset, mark_pos in run.marks:
+                add(mark_offset, mark_pos)
         for blk in to_seal:
             blk.sealed = True
             blk.sealed_at = now
@@ -294,10 +305,11 @@ class Writer:
         payloads: Sequence[tuple[Any, int]],
         first: int,
         fresh: list[Block],
+        atomic: bool,
     ) -> list[_Run]:
         """Pack the headers of a batch into one run of contiguous bytes per block it touches,
-        allocating blocks as needed (appended to ``fresh``). Every entry but the last carries
-        BATCH_OPEN."""
+        allocating blocks as needed (appended to ``fresh``). In an ``atomic`` batch every entry
+        but the last carries BATCH_OPEN."""
         runs: list[_Run] = []
         pos = block.end if block is not None else 0
         limit = block.limit if block is not None else -1
@@ -307,13 +319,25 @@ class Writer:
         add = bufs.append
         salt = block.salt if block is not None else 0
         tag = block.tag if block is not None else 0
+        # Offset index pairs for the block being filled, added when the batch is published.
+        marks: list[tuple[int, int]] = []
+        due_pos = block.index.due_pos if block is not None else 0
+        due_offset = block.index.due_offset if block is not None else 0
         last_index = len(payloads) - 1
         for index, (payload, length) in enumerate(payloads):
             size = ENTRY_HEADER_SIZE + length
             if pos + size > limit:
                 if block is not None and bufs:
                     runs.append(
-                        _Run(block, run_start, bufs, pos - run_start, offset - run_first, last_pos)
+                        _Run(
+                            block,
+                            run_start,
+                            bufs,
+                            pos - run_start,
+                            offset - run_first,
+                            last_pos,
+                            marks,
+                        )
                     )
                 block = self._fresh_block(topic, offset, length)
                 fresh.append(block)
@@ -323,7 +347,12 @@ class Writer:
                 run_first = offset
                 bufs = []
                 add = bufs.append
-            flags = FLAG_BATCH_OPEN if index != last_index else 0
+                marks = []
+                due_pos, due_offset = block.index.due_pos, block.index.due_offset
+            if pos >= due_pos or offset >= due_offset:
+                marks.append((offset, pos))
+                due_pos, due_offset = pos + INDEX_EVERY_BYTES, offset + INDEX_EVERY_ENTRIES
+            flags = FLAG_BATCH_OPEN if atomic and index != last_index else 0
             add(
                 _pack_header(
                     crc32c(
@@ -349,7 +378,9 @@ class Writer:
             pos += size
             offset += 1
         assert block is not None
-        runs.append(_Run(block, run_start, bufs, pos - run_start, offset - run_first, last_pos))
+        runs.append(
+            _Run(block, run_start, bufs, pos - run_start, offset - run_first, last_pos, marks)
+        )
         return runs
 
 
@@ -363,3 +394,4 @@ class _Run:
     nbytes: int
     entries: int
     last: int  # in-block position of the last entry
+    marks: list[tuple[int, int]]  # (offset, position) pairs for the block's offset index

@@ -209,8 +209,8 @@ class FaultLayer:
             raise OSError(errno_codes.EIO, "the simulated machine lost power")
         return _Handle(self.plan, lower, spec)
 
-    def _save(self, handle: _Handle, offset: int, nbytes: int) -> None:
-        if not handle.durable and nbytes:
+    def _save(self, handle: _Handle, offset: int, nbytes: int, durable: bool) -> None:
+        if not durable and nbytes:
             handle.plan._remember(handle.path, offset, handle.lower.read(offset, nbytes))
 
     @hookimpl
@@ -218,7 +218,7 @@ class FaultLayer:
         """Maybe fail (torn: part of the bytes land first; after_write: all of them land), else
         record and delegate."""
         rule = handle.plan._check("write", handle.kind)
-        self._save(handle, offset, nbytes)
+        self._save(handle, offset, nbytes, handle.durable)
         if rule is not None and rule.after_write:
             handle.lower.write(offset, buffers, nbytes)
             raise _injected(rule)
@@ -257,8 +257,10 @@ class FaultLayer:
         the whole batch landed, synced if asked), else delegate; a synced batch is durable, so
         its file's undo log is dropped."""
         rule = handle.plan._check("batch_submit", handle.kind)
+        # Only ``sync`` makes a batch durable, also on an O_DSYNC storage (backends may write
+        # batches through a plain descriptor and sync once).
         for op in ops:
-            self._save(handle, op.offset, op.nbytes)
+            self._save(handle, op.offset, op.nbytes, False)
         if rule is not None and rule.after_write:
             handle.lower.batch_submit(ops, sync)
             if sync:

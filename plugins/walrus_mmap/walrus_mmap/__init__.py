@@ -42,6 +42,13 @@ CHUNK_SHIFT = 20
 CHUNK = 1 << CHUNK_SHIFT
 #: msync works on whole pages: dirty ranges are rounded out to this.
 PAGE = mmap.PAGESIZE
+#: After this many bytes were copied into or out of a mapping, its pages are dropped from the
+#: process (``MADV_DONTNEED``), so resident memory stays bounded however much is written or
+#: read. The data stays in the kernel's page cache (the mapping is shared, so nothing is
+#: discarded: dirty pages are still written back by the next msync or by the kernel), and a
+#: later access faults the page in again.
+RELEASE_EVERY = 32 << 20
+_MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
 _fallocate: Callable[[int, int, int], None] | None = getattr(os, "posix_fallocate", None)
 #: fallocate errors that mean "not supported here" (the file keeps working without it).
@@ -80,6 +87,7 @@ class MmapHandle:
         "path",
         "size",
         "sync_each",
+        "touched",
         "view",
     )
 
@@ -102,6 +110,9 @@ class MmapHandle:
         self.dirty_hi = 0
         self.lock = threading.Lock()  # guards dirty_lo/dirty_hi only
         self.closed = False
+        #: Bytes copied in or out since the mapping's pages were last released (approximate:
+        #: updated without a lock, it only decides when to release).
+        self.touched = 0
 
     def fileno(self) -> int:
         """The read/write descriptor."""
@@ -252,6 +263,18 @@ def _copy(handle: MmapHandle, offset: int, buffers: Buffers, nbytes: int) -> Non
         raise ValueError(f"buffers hold {pos - offset} bytes, not nbytes={nbytes}")
 
 
+def _release_pages(handle: MmapHandle) -> None:
+    """Drop the mapping's pages from the process (see :data:`RELEASE_EVERY`)."""
+    handle.touched = 0
+    mm = handle.mm
+    if _MADV_DONTNEED is None or mm is None or not hasattr(mm, "madvise"):
+        return
+    try:
+        mm.madvise(_MADV_DONTNEED)
+    except (OSError, ValueError):  # closed meanwhile, or refused: only memory is at stake
+        pass
+
+
 def _msync(handle: MmapHandle, lo: int, hi: int) -> None:
     """msync ``[lo, hi)`` rounded out to whole pages."""
     mm = handle.mm
@@ -294,6 +317,9 @@ def walrus_write(handle: MmapHandle, offset: int, buffers: Buffers, nbytes: int)
         _msync(handle, offset, offset + nbytes)
     else:
         _mark_dirty(handle, offset, offset + nbytes)
+    handle.touched += nbytes
+    if handle.touched >= RELEASE_EVERY:
+        _release_pages(handle)
 
 
 @hookimpl
@@ -307,9 +333,13 @@ def walrus_read(handle: MmapHandle, offset: int, size: int) -> bytes:
             raise OSError(errno.EBADF, f"{handle.path}: read from a closed mapping")
         return b""
     try:
-        return mm[offset : offset + size]
+        data = mm[offset : offset + size]
     except ValueError as exc:  # closed concurrently
         raise OSError(errno.EBADF, f"{handle.path}: {exc}") from exc
+    handle.touched += len(data)
+    if handle.touched >= RELEASE_EVERY:
+        _release_pages(handle)
+    return data
 
 
 @hookimpl
@@ -335,6 +365,9 @@ def walrus_batch_submit(handle: MmapHandle, ops: Sequence[WriteOp], sync: bool) 
         _mark_dirty(handle, lo, hi)
     if sync:
         _flush_dirty(handle)
+    handle.touched += hi - lo if hi > lo else 0
+    if handle.touched >= RELEASE_EVERY:
+        _release_pages(handle)
 
 
 @hookimpl
@@ -373,6 +406,7 @@ def walrus_close(handle: MmapHandle) -> None:
 
 __all__: list[str] = [
     "CHUNK",
+    "RELEASE_EVERY",
     "MmapHandle",
     "walrus_backend_info",
     "walrus_batch_submit",
