@@ -189,7 +189,6 @@ class Walrus:
         self._writer = Writer(
             self._allocator,
             self.geometry,
-            mark_dirty=not sync_each,
             sync_each=sync_each,
             sync_failures=not fsync.is_none,
         )
@@ -416,9 +415,11 @@ class Walrus:
         """
         if self._closed or self._bg_error is not None:
             self._check_slow()
-        t = self._existing_topic(topic, consumer)
+        t = self._topics.get(topic) if type(topic) is str else None
         if t is None:
-            return None
+            t = self._existing_topic(topic, consumer)
+            if t is None:
+                return None
         cursor = t.cursors.get(consumer)
         if cursor is None:
             cursor = self._cursors.cursor(t, consumer)

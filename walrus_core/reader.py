@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from crc32c import crc32c
 
-from walrus_core.entry import Entry
+from walrus_core.entry import Entry, _new, _set_data, _set_offset, new_entry
 from walrus_core.errors import CorruptionError, StorageError
 from walrus_core.format import (
     BLOCK_HEADER_SIZE,
@@ -253,7 +253,7 @@ class EntryReader:
                         ^ (flags << 8 | version)
                     ) & SEQ_MASK
                     if crc32c(data, seed) == crc:
-                        return Entry(data, offset), block, pos + ENTRY_HEADER_SIZE + length
+                        return new_entry(data, offset), block, pos + ENTRY_HEADER_SIZE + length
         if block is None:
             block, pos = self.locate(cursor.topic, offset)
             cursor.block, cursor.pos = block, pos
@@ -284,6 +284,7 @@ class EntryReader:
         error: CorruptionError | None = None
         total = 0
         append = out.append
+        new, set_data, set_offset = _new, _set_data, _set_offset  # see entry.new_entry
         buf = cursor.buf
         buf_start = cursor.buf_start if cursor.buf_block is block else -1
         if buf_start < 0:
@@ -355,7 +356,10 @@ class EntryReader:
                     != crc
                 ):
                     break
-                append(Entry(data, offset))
+                entry = new(Entry)
+                set_data(entry, data)
+                set_offset(entry, offset)
+                append(entry)
                 total += length
                 offset += 1
                 rel = hi

@@ -89,13 +89,11 @@ class Writer:
         allocator: Allocator,
         geometry: Geometry,
         *,
-        mark_dirty: bool,
         sync_each: bool,
         sync_failures: bool,
     ) -> None:
         self.allocator = allocator
         self.geometry = geometry
-        self.mark_dirty = mark_dirty
         self.sync_each = sync_each
         # Whether the record of a failed write is made durable before the error is raised
         # (every schedule but no_fsync, which promises nothing across a power loss).
@@ -212,8 +210,6 @@ class Writer:
             raise StorageError(f"append to topic {topic.name!r} failed: {exc}") from exc
         if fresh:
             topic.add_block(block)
-        if self.mark_dirty:
-            storage.dirty = True
         block.last = pos
         block.end = pos + size
         block.count += 1
@@ -286,8 +282,6 @@ class Writer:
             blk.end = run.start + run.nbytes
             blk.last = run.last
             blk.committed = blk.count
-            if self.mark_dirty:
-                blk.storage.dirty = True
             add = blk.index.add
             for mark_offset, mark_pos in run.marks:
                 add(mark_offset, mark_pos)

@@ -124,6 +124,11 @@ def _finish(fd: int, buffers: Buffers, offset: int, done: int, nbytes: int) -> N
 @hookimpl
 def walrus_write(handle: FdHandle, offset: int, buffers: Buffers, nbytes: int) -> None:
     """One pwritev (continued if short)."""
+    if len(buffers) <= _IOV_MAX:  # the common case, inlined: this runs for every entry
+        done = os.pwritev(handle.write_fd, buffers, offset)
+        if done != nbytes:
+            _finish(handle.write_fd, buffers, offset, done, nbytes)
+        return
     _pwritev_all(handle.write_fd, buffers, offset, nbytes)
 
 
