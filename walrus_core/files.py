@@ -50,15 +50,17 @@ def default_capacity() -> int:
 class DataFile:
     """One data file, opened through the backend chain only while it is needed."""
 
-    __slots__ = ("_pins", "_pool", "_storage", "deleted", "dirty", "spec")
+    __slots__ = ("_pins", "_pool", "_storage", "_track_dirty", "deleted", "dirty", "spec")
 
     def __init__(self, pool: OpenFiles, spec: OpenSpec, storage: Storage | None = None) -> None:
         self._pool = pool
         self.spec = spec
         self._storage = storage
         self._pins: list[None] = []
-        # Written since the last flush (set by the engine, cleared by the flusher).
+        # Written since the last flush (set here, cleared by the flusher); not tracked when
+        # every write is durable by itself.
         self.dirty = False
+        self._track_dirty = pool.track_dirty
         # Reclaimed: the file is (being) deleted, and an operation on it raises ENOENT.
         self.deleted = False
 
@@ -78,7 +80,7 @@ class DataFile:
         pins.append(None)
         try:
             (self._storage or self._pool.reopen(self)).write(offset, buffers, nbytes)
-            if self._pool.track_dirty:
+            if self._track_dirty:
                 self.dirty = True  # while pinned: an eviction after this flushes the file
         finally:
             pins.pop()
@@ -98,7 +100,7 @@ class DataFile:
         pins.append(None)
         try:
             (self._storage or self._pool.reopen(self)).batch_submit(ops, sync)
-            if self._pool.track_dirty and not sync:
+            if self._track_dirty and not sync:
                 self.dirty = True
         finally:
             pins.pop()
