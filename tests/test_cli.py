@@ -151,7 +151,7 @@ def test_writing_commands_say_they_need_the_directory(runner: CliRunner, command
 def test_group_help_lists_every_command(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["--help"], env=WIDE)
     assert result.exit_code == 0
-    for command in COMMANDS:
+    for command in [*COMMANDS, "bench"]:
         assert command in result.stdout
     assert "Example" in result.stdout
 
@@ -805,4 +805,35 @@ def test_verify_on_a_directory_another_process_holds(
 def test_click_is_what_parses(runner: CliRunner) -> None:
     # A guard that the commands are click commands (hand-written parsing would not be).
     assert isinstance(cli, click.Group)
-    assert sorted(cli.commands) == sorted(COMMANDS)
+    # bench passes its arguments (--help included) to the benchmark suite: tested below.
+    assert sorted(cli.commands) == sorted([*COMMANDS, "bench"])
+
+
+# --- bench -------------------------------------------------------------------------------------
+
+
+def test_bench_runs_the_suite_from_a_checkout(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the repository root, ``walrus bench ARGS`` is ``python -m benchmarks ARGS``."""
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(repo))])
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    monkeypatch.delitem(sys.modules, "benchmarks.__main__", raising=False)
+    result = runner.invoke(cli, ["bench", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--quick" in result.output and "--json" in result.output
+
+
+def test_bench_outside_a_checkout_says_where_the_suite_is(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    repo = str(Path(__file__).resolve().parent.parent)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", repo)])
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    monkeypatch.delitem(sys.modules, "benchmarks.__main__", raising=False)
+    result = runner.invoke(cli, ["bench", "--quick"])
+    assert result.exit_code == 1
+    assert "source checkout" in result.stderr

@@ -41,7 +41,7 @@ class StartMark:
 INDEX_EVERY_BYTES = 4096
 #: ... and at least every this many entries, so that finding an entry reads and checks at most
 #: this many headers whatever the entry size.
-INDEX_EVERY_ENTRIES = 32
+INDEX_EVERY_ENTRIES = 16
 
 
 class OffsetIndex:
@@ -72,6 +72,13 @@ class OffsetIndex:
         self.offsets.append(offset)
         self.due_offset = offset + INDEX_EVERY_ENTRIES
         self.due_pos = pos + INDEX_EVERY_BYTES
+
+    def extend(self, offsets: list[int], positions: list[int]) -> None:
+        """:meth:`add` every pair of two equally long lists, in order (not empty)."""
+        self.positions.extend(positions)
+        self.offsets.extend(offsets)
+        self.due_offset = offsets[-1] + INDEX_EVERY_ENTRIES
+        self.due_pos = positions[-1] + INDEX_EVERY_BYTES
 
     def nearest(self, offset: int) -> tuple[int, int] | None:
         """The recorded (offset, position) pair nearest at or below ``offset``, if any."""

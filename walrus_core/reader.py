@@ -33,11 +33,11 @@ if TYPE_CHECKING:
 
 READAHEAD = 256 * 1024
 #: A cursor's first read-ahead after it was positioned (doubling up to READAHEAD).
-FIRST_READAHEAD = 16 * 1024
+FIRST_READAHEAD = 4096
 #: The least a batch read reads in one go.
 MIN_READ = 4096
 #: The first read of a walk to an entry from an offset index pair (a few pairs' worth).
-SCAN_READ = 4 * INDEX_EVERY_BYTES
+SCAN_READ = 2 * INDEX_EVERY_BYTES
 #: Read at most this much in one go when a batch read wants a lot (bounds memory).
 MAX_READ = 64 * 1024 * 1024
 _unpack_header = ENTRY_HEADER.unpack_from
@@ -305,14 +305,15 @@ class EntryReader:
                     want = cursor.readahead
                     cursor.readahead = min(READAHEAD, want * 2)
                 else:
-                    # What the rest of the batch needs at this block's mean entry size, at
-                    # most what ``max_bytes`` allows (a shortfall just reads again).
+                    # What the rest of the batch needs at this block's mean entry size: as
+                    # many entries as max_entries and max_bytes allow (a shortfall just
+                    # reads again).
                     mean = (block.end - BLOCK_HEADER_SIZE) // max(1, block.count) + 1
-                    want = min(
-                        max_bytes + ENTRY_HEADER_SIZE * max_entries,
-                        (max_entries - len(out)) * mean + ENTRY_HEADER_SIZE,
+                    entries = min(
+                        max_entries - len(out),
+                        (max_bytes - total) // max(1, mean - ENTRY_HEADER_SIZE) + 1,
                     )
-                    want = max(want, MIN_READ)
+                    want = max(MIN_READ, entries * mean + ENTRY_HEADER_SIZE)
                 published = block.end
                 buf = self._read(topic, block, pos, min(want, MAX_READ, published - pos), offset)
                 buf_start, rel = pos, 0

@@ -282,9 +282,8 @@ class Writer:
             blk.end = run.start + run.nbytes
             blk.last = run.last
             blk.committed = blk.count
-            add = blk.index.add
-            for mark_offset, mark_pos in run.marks:
-                add(mark_offset, mark_pos)
+            if run.mark_offsets:
+                blk.index.extend(run.mark_offsets, run.mark_positions)
         for blk in to_seal:
             blk.sealed = True
             blk.sealed_at = now
@@ -314,7 +313,8 @@ class Writer:
         salt = block.salt if block is not None else 0
         tag = block.tag if block is not None else 0
         # Offset index pairs for the block being filled, added when the batch is published.
-        marks: list[tuple[int, int]] = []
+        mark_offsets: list[int] = []
+        mark_positions: list[int] = []
         due_pos = block.index.due_pos if block is not None else 0
         due_offset = block.index.due_offset if block is not None else 0
         last_index = len(payloads) - 1
@@ -330,7 +330,8 @@ class Writer:
                             pos - run_start,
                             offset - run_first,
                             last_pos,
-                            marks,
+                            mark_offsets,
+                            mark_positions,
                         )
                     )
                 block = self._fresh_block(topic, offset, length)
@@ -341,10 +342,12 @@ class Writer:
                 run_first = offset
                 bufs = []
                 add = bufs.append
-                marks = []
+                mark_offsets = []
+                mark_positions = []
                 due_pos, due_offset = block.index.due_pos, block.index.due_offset
             if pos >= due_pos or offset >= due_offset:
-                marks.append((offset, pos))
+                mark_offsets.append(offset)
+                mark_positions.append(pos)
                 due_pos, due_offset = pos + INDEX_EVERY_BYTES, offset + INDEX_EVERY_ENTRIES
             flags = FLAG_BATCH_OPEN if atomic and index != last_index else 0
             add(
@@ -373,7 +376,16 @@ class Writer:
             offset += 1
         assert block is not None
         runs.append(
-            _Run(block, run_start, bufs, pos - run_start, offset - run_first, last_pos, marks)
+            _Run(
+                block,
+                run_start,
+                bufs,
+                pos - run_start,
+                offset - run_first,
+                last_pos,
+                mark_offsets,
+                mark_positions,
+            )
         )
         return runs
 
@@ -388,4 +400,6 @@ class _Run:
     nbytes: int
     entries: int
     last: int  # in-block position of the last entry
-    marks: list[tuple[int, int]]  # (offset, position) pairs for the block's offset index
+    # (offset, position) pairs for the block's offset index, in two lists
+    mark_offsets: list[int]
+    mark_positions: list[int]

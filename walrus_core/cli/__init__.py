@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from walrus_core import __version__
+from walrus_core.cli.bench import bench
 from walrus_core.cli.common import (
     WalrusGroup,
     backend_option,
@@ -55,6 +56,7 @@ for _command in (
     reclaim,
     delete_consumer,
     delete_topic,
+    bench,
 ):
     cli.add_command(_command)
 
