@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from crc32c import crc32c
 
+from walrus_core.accel import accel
 from walrus_core.entry import Entry, _new, _set_data, _set_offset, new_entry
 from walrus_core.errors import CorruptionError, StorageError
 from walrus_core.format import (
@@ -285,6 +286,7 @@ class EntryReader:
         total = 0
         append = out.append
         new, set_data, set_offset = _new, _set_data, _set_offset  # see entry.new_entry
+        decode_run = accel.decode_run if accel is not None else None
         buf = cursor.buf
         buf_start = cursor.buf_start if cursor.buf_block is block else -1
         if buf_start < 0:
@@ -328,7 +330,11 @@ class EntryReader:
             full = False
             salt = block.salt
             block_tag = block.tag
-            while offset < lim and rel + ENTRY_HEADER_SIZE <= blen:
+            if decode_run is not None:
+                rel, offset, total, full = decode_run(
+                    buf, rel, buf_start, offset, lim, salt, block_tag, max_bytes, total, out
+                )
+            while decode_run is None and offset < lim and rel + ENTRY_HEADER_SIZE <= blen:
                 crc, length, seq, version, flags, tag = _unpack_header(buf, rel)
                 hi = rel + ENTRY_HEADER_SIZE + length
                 if (

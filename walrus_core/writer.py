@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 from crc32c import crc32c
 
+from walrus_core.accel import accel
 from walrus_core.allocator import Allocator
 from walrus_core.config import Geometry
 from walrus_core.errors import StorageError
@@ -303,6 +304,8 @@ class Writer:
         """Pack the headers of a batch into one run of contiguous bytes per block it touches,
         allocating blocks as needed (appended to ``fresh``). In an ``atomic`` batch every entry
         but the last carries BATCH_OPEN."""
+        if accel is not None:
+            return self._plan_runs_compiled(topic, block, payloads, first, fresh, atomic)
         runs: list[_Run] = []
         pos = block.end if block is not None else 0
         limit = block.limit if block is not None else -1
@@ -387,6 +390,72 @@ class Writer:
                 mark_positions,
             )
         )
+        return runs
+
+    def _plan_runs_compiled(
+        self,
+        topic: Topic,
+        block: Block | None,
+        payloads: Sequence[tuple[Any, int]],
+        first: int,
+        fresh: list[Block],
+        atomic: bool,
+    ) -> list[_Run]:
+        """:meth:`_plan_runs` with the per-entry loop in the compiled accelerator (the same
+        runs, headers and index pairs)."""
+        assert accel is not None
+        encode_run = accel.encode_run
+        items = payloads if type(payloads) is list else list(payloads)
+        count = len(items)
+        open_before = count - 1 if atomic else 0
+        runs: list[_Run] = []
+        index = 0
+        offset = first
+        while index < count:
+            new_block = block is None
+            if block is None:
+                block = self._fresh_block(topic, offset, items[index][1])
+                fresh.append(block)
+            bufs: list[Any] = []
+            mark_offsets: list[int] = []
+            mark_positions: list[int] = []
+            start = block.end
+            run_first = offset
+            ix = block.index
+            stop, pos, offset, last, _due_pos, _due_offset = encode_run(
+                items,
+                index,
+                block.salt,
+                block.tag,
+                start,
+                offset,
+                block.limit,
+                open_before,
+                ix.due_pos,
+                ix.due_offset,
+                INDEX_EVERY_BYTES,
+                INDEX_EVERY_ENTRIES,
+                bufs,
+                mark_offsets,
+                mark_positions,
+            )
+            if stop > index:
+                runs.append(
+                    _Run(
+                        block,
+                        start,
+                        bufs,
+                        pos - start,
+                        offset - run_first,
+                        last,
+                        mark_offsets,
+                        mark_positions,
+                    )
+                )
+            elif new_block:  # a fresh block is sized for its first entry
+                raise RuntimeError(f"entry {offset} does not fit in a fresh block")
+            index = stop
+            block = None
         return runs
 
 
