@@ -47,10 +47,11 @@ from walrus_core.format import (
 )
 from walrus_core.index import Block, StartMark, Topic
 from walrus_core.names import encode_name
-from walrus_core.reader import FIRST_READAHEAD
+from walrus_core.reader import FIRST_AHEAD, FIRST_READAHEAD
 from walrus_core.storage import FILE_CURSORS, OpenSpec, Storage
 
 if TYPE_CHECKING:
+    from walrus_core.entry import Entry
     from walrus_core.reader import EntryReader
 
 log = logging.getLogger("walrus_core")
@@ -236,6 +237,10 @@ class Cursor:
     """
 
     __slots__ = (
+        "ahead",
+        "ahead_block",
+        "ahead_first",
+        "ahead_n",
         "block",
         "buf",
         "buf_block",
@@ -273,6 +278,13 @@ class Cursor:
         self.buf_block: Block | None = None
         self.buf_start = 0  # in-block position of buf[0]
         self.readahead = FIRST_READAHEAD  # bytes the next read_next refill asks for
+        # Entries of ``ahead_block`` from offset ``ahead_first`` on, already read and
+        # validated, that read_next hands out without looking at the bytes again; how many
+        # the next decode takes (it grows while reading goes on sequentially).
+        self.ahead: list[Entry] = []
+        self.ahead_block: Block | None = None
+        self.ahead_first = 0
+        self.ahead_n = FIRST_AHEAD
         self.skipped = 0  # entries retention dropped before this consumer read them
         self.deleted = False  # deleted: never persisted again (a new cursor takes the name)
         self.reads = 0  # entries delivered through this cursor (counted under its lock)
@@ -442,6 +454,7 @@ class CursorBook:
         cursor.block = None
         cursor.pos = 0
         cursor.readahead = FIRST_READAHEAD
+        cursor.ahead, cursor.ahead_block, cursor.ahead_n = [], None, FIRST_AHEAD
 
     def persist(self, cursor: Cursor, offset: int, block: Block | None, pos: int) -> None:
         """Write ``offset`` as the cursor's durable position (raises StorageError)."""
@@ -506,6 +519,7 @@ class CursorBook:
             if cursor.persisted < 0 and not cursor.since_persist and cursor.offset == topic.start:
                 cursor.offset = start  # only counted or peeked with: it missed nothing
                 cursor.block, cursor.buf, cursor.buf_block = None, b"", None
+                cursor.ahead, cursor.ahead_block = [], None
                 continue
             missed = start - cursor.offset
             _log_skip(topic, cursor.consumer, cursor.offset, start)
@@ -515,6 +529,7 @@ class CursorBook:
             cursor.block = None
             cursor.pos = 0
             cursor.buf, cursor.buf_block = b"", None
+            cursor.ahead, cursor.ahead_block = [], None
             cursor.skipped += missed
             skipped += missed
         return skipped

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from crc32c import crc32c
 
 from walrus_core.accel import accel
-from walrus_core.entry import Entry, _new, _set_data, _set_offset, new_entry
+from walrus_core.entry import Entry, _new, _set_data, _set_offset
 from walrus_core.errors import CorruptionError, StorageError
 from walrus_core.format import (
     BLOCK_HEADER_SIZE,
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 READAHEAD = 256 * 1024
 #: A cursor's first read-ahead after it was positioned (doubling up to READAHEAD).
 FIRST_READAHEAD = 4096
+#: How many entries read_next decodes at once after a cursor was positioned, doubling while
+#: it reads on in order up to MAX_AHEAD, and at most about AHEAD_BYTES of payload.
+FIRST_AHEAD = 4
+MAX_AHEAD = 256
+AHEAD_BYTES = 64 * 1024
 #: The least a batch read reads in one go.
 MIN_READ = 4096
 #: The first read of a walk to an entry from an offset index pair (a few pairs' worth).
@@ -228,40 +233,36 @@ class EntryReader:
     def read_one(self, cursor: Cursor, offset: int) -> tuple[Entry, Block, int]:
         """The entry at ``offset`` (< topic.end) and the position after it.
 
-        The common case, an entry already in the cursor's read-ahead buffer, costs no system
-        call and no list; everything else goes through :meth:`read_batch`.
+        The common case costs no system call and no validation: the entry was decoded with
+        the ones before it, into ``cursor.ahead``. Otherwise this decodes the next few
+        entries of the block at once (more each time reading goes on in order), through
+        :meth:`read_batch`.
         """
         block = cursor.block
-        if block is not None and block is cursor.buf_block:
-            buf = cursor.buf
-            pos = cursor.pos
-            rel = pos - cursor.buf_start
-            if rel >= 0 and rel + ENTRY_HEADER_SIZE <= len(buf) and offset < block.end_offset:
-                crc, length, seq, version, flags, tag = _unpack_header(buf, rel)
-                hi = rel + ENTRY_HEADER_SIZE + length
-                if (
-                    hi <= len(buf)
-                    and seq == offset & SEQ_MASK
-                    and version == ENTRY_VERSION
-                    and tag == block.tag
-                ):
-                    data = buf[rel + ENTRY_HEADER_SIZE : hi]
-                    seed = (
-                        block.salt
-                        ^ pos * MIX_POS
-                        ^ offset * MIX_SEQ
-                        ^ length * MIX_LEN
-                        ^ (flags << 8 | version)
-                    ) & SEQ_MASK
-                    if crc32c(data, seed) == crc:
-                        return new_entry(data, offset), block, pos + ENTRY_HEADER_SIZE + length
+        if block is not None and block is cursor.ahead_block:
+            index = offset - cursor.ahead_first
+            ahead = cursor.ahead
+            if 0 <= index < len(ahead):
+                entry = ahead[index]
+                return entry, block, cursor.pos + ENTRY_HEADER_SIZE + len(entry.data)
         if block is None:
             block, pos = self.locate(cursor.topic, offset)
             cursor.block, cursor.pos = block, pos
-        entries, block, pos, _nbytes = self.read_batch(
-            cursor, offset, block, cursor.pos, offset + 1, 1, 0, True
+        pos = cursor.pos
+        end = block.first_offset + block.count
+        if offset >= end:  # at the block's end: the entry is the next block's first
+            entries, block, pos, _nbytes = self.read_batch(
+                cursor, offset, block, pos, offset + 1, 1, 0, True
+            )
+            return entries[0], block, pos
+        count = cursor.ahead_n
+        cursor.ahead_n = min(MAX_AHEAD, count * 2)
+        entries, _block, _pos, _nbytes = self.read_batch(
+            cursor, offset, block, pos, min(end, offset + count), count, AHEAD_BYTES, True
         )
-        return entries[0], block, pos
+        cursor.ahead, cursor.ahead_block, cursor.ahead_first = entries, block, offset
+        entry = entries[0]
+        return entry, block, pos + ENTRY_HEADER_SIZE + len(entry.data)
 
     def read_batch(
         self,

@@ -36,7 +36,7 @@ import attrs
 
 from walrus_core.config import Geometry, Limits
 from walrus_core.directory import DamagedMetaError, read_meta
-from walrus_core.entry import Entry
+from walrus_core.entry import Entry, new_entry
 from walrus_core.errors import (
     CorruptionError,
     InvalidConfigError,
@@ -1052,7 +1052,7 @@ class WalrusReader:
                     raise _Changed(entry_offset, block)
                 length = block.lengths[i]
                 data = buf[rel + ENTRY_HEADER_SIZE : rel + ENTRY_HEADER_SIZE + length]
-                out.append(Entry(data, entry_offset))
+                out.append(new_entry(data, entry_offset))
                 total += length
             offset = block.first_offset + last + 1
             if total >= max_bytes:
