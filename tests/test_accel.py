@@ -164,3 +164,20 @@ def test_the_accelerator_is_in_use_unless_disabled() -> None:
         assert accel_module.accel is None
     else:
         assert accel_module.accel is compiled
+
+
+def test_measure_matches_the_python_comprehension() -> None:
+    import array
+
+    from walrus_core.api import _as_payload
+
+    items = [b"", b"abc", bytearray(b"xy"), memoryview(b"12345"), array.array("I", [1, 2, 3])]
+    payloads, total, longest = compiled.measure(items, _as_payload)
+    expected = [(i, len(i)) if type(i) is bytes else _as_payload(i) for i in items]
+    assert [(bytes(p), n) for p, n in payloads] == [(bytes(p), n) for p, n in expected]
+    assert payloads[1][0] is items[1]  # bytes are taken as they are, not copied
+    assert total == sum(n for _p, n in expected) == 22 and longest == 12
+    assert compiled.measure([], _as_payload) == ([], 0, 0)
+    for bad in ("text", 5, None):
+        with pytest.raises(TypeError):
+            compiled.measure([b"ok", bad], _as_payload)

@@ -288,7 +288,53 @@ static PyObject *py_decode_run(PyObject *self, PyObject *args) {
     return Py_BuildValue("nKKO", rel, offset, total, full ? Py_True : Py_False);
 }
 
+/* -- measure ------------------------------------------------------------------------------ */
+
+/* measure(items, as_payload) -> (payloads, total, longest)
+ *
+ * The (buffer, length) tuples of a batch's items: a bytes item as it is, anything else as
+ * as_payload(item) returns it (which raises for what is not a payload). Also the total and
+ * the longest length, for the batch limits.
+ */
+static PyObject *py_measure(PyObject *self, PyObject *args) {
+    PyObject *items, *as_payload;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &items, &as_payload)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    unsigned long long total = 0, longest = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *pair;
+        unsigned long long length;
+        if (PyBytes_CheckExact(item)) {
+            length = (unsigned long long)PyBytes_GET_SIZE(item);
+            pair = Py_BuildValue("(OK)", item, length);
+        } else {
+            pair = PyObject_CallOneArg(as_payload, item);
+            if (pair != NULL && (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2)) {
+                Py_DECREF(pair);
+                PyErr_SetString(PyExc_TypeError, "as_payload must return (buffer, length)");
+                pair = NULL;
+            }
+            length = pair ? PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(pair, 1)) : 0;
+            if (pair != NULL && PyErr_Occurred()) Py_CLEAR(pair);
+        }
+        if (pair == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, pair);
+        total += length;
+        if (length > longest) longest = length;
+    }
+    PyObject *result = Py_BuildValue("OKK", out, total, longest);
+    Py_DECREF(out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"measure", py_measure, METH_VARARGS, "A batch's (buffer, length) tuples, total, longest."},
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, value=0): as crc32c.crc32c."},
     {"encode_run", py_encode_run, METH_VARARGS, "Headers of the batch entries that fit."},
     {"decode_run", py_decode_run, METH_VARARGS, "Validated entries lying in a buffer."},

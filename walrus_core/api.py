@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from walrus_core import lifecycle
+from walrus_core.accel import accel
 from walrus_core.background import Flusher, flush_dirty
 from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
 from walrus_core.cursors import Cursor
@@ -374,12 +375,17 @@ class Walrus:
             raise BatchTooLargeError(
                 f"batch exceeds the limit of {limits.max_batch_entries} entries"
             )
-        payloads = [
-            (item, len(item)) if type(item) is bytes else _as_payload(item) for item in items
-        ]
-        total = sum([length for _payload, length in payloads])
+        if accel is not None:
+            payloads, total, longest = accel.measure(items, _as_payload)
+        else:
+            payloads = [
+                (item, len(item)) if type(item) is bytes else _as_payload(item)
+                for item in items
+            ]
+            total = sum([length for _payload, length in payloads])
+            longest = max([length for _payload, length in payloads], default=0)
         max_entry = limits.max_entry_bytes
-        if payloads and max(length for _payload, length in payloads) > max_entry:
+        if longest > max_entry:
             raise EntryTooLargeError(f"an entry of the batch exceeds the limit of {max_entry}")
         if total > limits.max_batch_bytes:
             raise BatchTooLargeError(
