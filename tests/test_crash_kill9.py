@@ -279,7 +279,11 @@ def _read_all(wal: Walrus, topic: str) -> list[tuple[int, bytes]]:
 def verify(data_dir: Path, backend: str, model: Model, flight: InFlight | None) -> None:
     """Reopen, check every guarantee, and fold the recovered state into the model."""
     with Walrus(
-        data_dir=data_dir, backend=backend, fsync=FsyncSchedule.no_fsync(), **kw.GEOMETRY
+        data_dir=data_dir,
+        backend=backend,
+        fsync=FsyncSchedule.no_fsync(),
+        auto_reclaim=False,
+        **kw.GEOMETRY,
     ) as wal:
         for topic in kw.TOPICS:
             expected = model.topics[topic]

@@ -511,8 +511,8 @@ class Walrus:
                 if offset >= end:
                     return []
                 try:
-                    block, pos = self._reader.locate(t, offset)
                     scratch = Cursor(t, None, b"")  # a throw-away read-ahead buffer
+                    block, pos = self._reader.locate(t, offset, scratch)
                     entries, _block, _pos, nbytes = self._reader.read_batch(
                         scratch, offset, block, pos, end, max_entries, max_bytes
                     )

@@ -425,7 +425,7 @@ class CursorBook:
         """(block, in-block position) of the cursor's next entry, located on first need."""
         block = cursor.block
         if block is None:
-            block, pos = self._reader.locate(cursor.topic, cursor.offset)
+            block, pos = self._reader.locate(cursor.topic, cursor.offset, cursor)
             cursor.block, cursor.pos = block, pos
             return block, pos
         return block, cursor.pos

@@ -37,7 +37,7 @@ READAHEAD = 256 * 1024
 FIRST_READAHEAD = 4096
 #: How many entries read_next decodes at once after a cursor was positioned, doubling while
 #: it reads on in order up to MAX_AHEAD, and at most about AHEAD_BYTES of payload.
-FIRST_AHEAD = 4
+FIRST_AHEAD = 1
 MAX_AHEAD = 256
 AHEAD_BYTES = 64 * 1024
 #: The least a batch read reads in one go.
@@ -65,8 +65,13 @@ class EntryReader:
         )
 
     # -- positioning ------------------------------------------------------------------------
-    def locate(self, topic: Topic, offset: int) -> tuple[Block, int]:
-        """(block, in-block position) of entry ``offset`` (which must be < topic.end)."""
+    def locate(
+        self, topic: Topic, offset: int, cursor: Cursor | None = None
+    ) -> tuple[Block, int]:
+        """(block, in-block position) of entry ``offset`` (which must be < topic.end).
+
+        With ``cursor``, the bytes read to find the entry become the cursor's read-ahead
+        buffer, so reading the entry next costs no second read."""
         block = topic.block_for(offset)
         if block is None:
             raise self._missing(topic, offset)
@@ -82,8 +87,8 @@ class EntryReader:
             self._build_index(topic, block)
         nearest = block.index.nearest(offset)
         if nearest is None:
-            return block, self._scan_to(topic, block, offset)
-        return block, self._scan_to(topic, block, offset, *nearest)
+            return block, self._scan_to(topic, block, offset, cursor=cursor)
+        return block, self._scan_to(topic, block, offset, *nearest, cursor=cursor)
 
     def _build_index(self, topic: Topic, block: Block) -> None:
         """Index the entries a block held when the log was opened (recovery trusts a sealed
@@ -164,6 +169,8 @@ class EntryReader:
         target: int,
         from_offset: int = -1,
         from_pos: int = BLOCK_HEADER_SIZE,
+        *,
+        cursor: Cursor | None = None,
     ) -> int:
         """Walk entry headers to ``target`` from entry ``from_offset`` at ``from_pos`` (by
         default the block's first entry); resynchronise past damage.
@@ -200,6 +207,8 @@ class EntryReader:
                 )
             if ok:
                 if offset == target:
+                    if cursor is not None and limit == block.end:  # published bytes only
+                        cursor.buf, cursor.buf_block, cursor.buf_start = buf, block, buf_start
                     return pos
                 prev = pos
                 pos += ENTRY_HEADER_SIZE + length
@@ -246,7 +255,7 @@ class EntryReader:
                 entry = ahead[index]
                 return entry, block, cursor.pos + ENTRY_HEADER_SIZE + len(entry.data)
         if block is None:
-            block, pos = self.locate(cursor.topic, offset)
+            block, pos = self.locate(cursor.topic, offset, cursor)
             cursor.block, cursor.pos = block, pos
         pos = cursor.pos
         end = block.first_offset + block.count
