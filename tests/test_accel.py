@@ -43,6 +43,8 @@ def test_crc32c_matches_the_crc32c_package() -> None:
         value = rng.getrandbits(32)
         assert compiled.crc32c(data, value) == crc32c(data, value), size
         assert compiled.crc32c(memoryview(data), 0) == crc32c(data), size
+        # The table-driven code, which runs on CPUs without SSE4.2.
+        assert compiled.crc32c_portable(data, value) == crc32c(data, value), size
 
 
 @pytest.fixture(params=["compiled", "pure"])

@@ -115,6 +115,19 @@ static PyObject *py_crc32c(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(crc);
 }
 
+/* crc32c_portable(data, value=0): the table-driven CRC, whatever the CPU (for the tests of
+ * machines without SSE4.2). */
+static PyObject *py_crc32c_portable(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    unsigned long value = 0;
+    if (!PyArg_ParseTuple(args, "y*|k", &view, &value)) return NULL;
+    uint32_t crc = crc_soft((uint32_t)value ^ 0xFFFFFFFFU, (const unsigned char *)view.buf,
+                            (size_t)view.len) ^
+                   0xFFFFFFFFU;
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(crc);
+}
+
 /* -- encode_run --------------------------------------------------------------------------- */
 
 /* encode_run(payloads, index, salt, tag, pos, offset, limit, open_before, due_pos, due_offset,
@@ -336,6 +349,7 @@ static PyObject *py_measure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"measure", py_measure, METH_VARARGS, "A batch's (buffer, length) tuples, total, longest."},
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, value=0): as crc32c.crc32c."},
+    {"crc32c_portable", py_crc32c_portable, METH_VARARGS, "crc32c without SSE4.2."},
     {"encode_run", py_encode_run, METH_VARARGS, "Headers of the batch entries that fit."},
     {"decode_run", py_decode_run, METH_VARARGS, "Validated entries lying in a buffer."},
     {"set_entry_type", py_set_entry_type, METH_O, "The class decode_run builds."},

@@ -3,6 +3,7 @@
 from typing import Any
 
 def crc32c(data: bytes | bytearray | memoryview, value: int = 0, /) -> int: ...
+def crc32c_portable(data: bytes | bytearray | memoryview, value: int = 0, /) -> int: ...
 def encode_run(
     payloads: list[tuple[Any, int]],
     index: int,
