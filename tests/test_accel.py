@@ -183,3 +183,35 @@ def test_measure_matches_the_python_comprehension() -> None:
     for bad in ("text", 5, None):
         with pytest.raises(TypeError):
             compiled.measure([b"ok", bad], _as_payload)
+
+
+def test_hostile_arguments_raise_instead_of_crashing() -> None:
+    from walrus_core.api import _as_payload
+
+    with pytest.raises(ValueError):
+        compiled.encode_run(
+            [(b"x", 1)], -(1 << 40), 7, 9, 1024, 0, 1 << 20, 0, 0, 0, 4096, 16, [], [], []
+        )
+
+    class Shrinking(bytearray):
+        """Empties the batch's item list while its payload is being measured."""
+
+        items: list[object] = []
+
+        @property  # type: ignore[misc]
+        def __class__(self) -> type:  # what isinstance() looks at
+            Shrinking.items.clear()
+            return Shrinking
+
+    items: list[object] = [b"first", Shrinking(b"zz"), *[b"x"] * 100]
+    Shrinking.items = items
+    payloads, total, _longest = compiled.measure(items, _as_payload)
+    assert len(payloads) == 102 and total == 5 + 2 + 100
+
+
+def test_max_bytes_beyond_64_bits_means_no_limit(open_wal: OpenWal, path: str) -> None:
+    wal = open_wal(auto_reclaim=False)
+    wal.batch_append_for_topic("t", [b"0123456789"] * 20)
+    for huge in (2**64, 2**64 + 7, 10**30):
+        got = wal.batch_read_for_topic("t", huge, start_offset=0)
+        assert len(got) == 20, (huge, path)

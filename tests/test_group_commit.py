@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.reading import payload, read_all
@@ -207,3 +209,99 @@ def test_every_durable_append_gets_its_own_offset(open_wal: OpenWal, threads: in
     for name, offsets in results.items():
         assert offsets == sorted(offsets)  # one thread's appends stay in order
         assert [by_offset[o] for o in offsets] == [payload(name, n) for n in range(100)]
+
+
+# --- interrupted threads (KeyboardInterrupt from a signal handler, in the main thread) ------------
+
+
+class _SlowWriter:
+    """Stands in for the Writer: a durable write that takes a while, recorded in ``log``."""
+
+    def __init__(self, interrupt_after_batch: bool = False) -> None:
+        self.log: list[bytes] = []
+        self.interrupt_after_batch = interrupt_after_batch
+
+    def append(self, topic: Any, payload: bytes, length: int) -> int:
+        time.sleep(0.3)
+        self.log.append(payload)
+        topic.end += 1
+        return int(topic.end - 1)
+
+    def append_batch(self, topic: Any, payloads: list[tuple[bytes, int]], atomic: bool) -> range:
+        start = topic.end
+        self.log.extend(p for p, _n in payloads)
+        topic.end += len(payloads)
+        if self.interrupt_after_batch and threading.current_thread() is threading.main_thread():
+            self.interrupt_after_batch = False
+            raise KeyboardInterrupt  # the entries are written and published, then the interrupt
+        return range(start, topic.end)
+
+
+def _interrupt_main_thread_in(seconds: float) -> Callable[[], None]:
+    def raise_interrupt(*_args: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, raise_interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    return lambda: signal.signal(signal.SIGALRM, previous)
+
+
+def _group_commit(writer: _SlowWriter) -> tuple[Any, Any]:
+    from walrus_core.config import Limits
+    from walrus_core.groupcommit import GroupCommit
+    from walrus_core.index import Topic
+
+    return GroupCommit(writer, Limits()), Topic("t", b"t")  # type: ignore[arg-type]
+
+
+def test_a_follower_interrupted_while_waiting_does_not_stall_the_topic() -> None:
+    group, topic = _group_commit(_SlowWriter())
+    leader = threading.Thread(target=group.append, args=(topic, b"a", 1, lambda: False))
+    leader.start()
+    time.sleep(0.05)
+    restore = _interrupt_main_thread_in(0.1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            group.append(topic, b"b", 1, lambda: False)  # queued behind the leader
+    finally:
+        restore()
+    leader.join(10)
+    later: list[int] = []
+    thread = threading.Thread(
+        target=lambda: later.append(group.append(topic, b"c", 1, lambda: False)), daemon=True
+    )
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "an append hangs after an interrupted follower"
+    assert later == [topic.end - 1] and topic.leader is None and not topic.waiting
+
+
+def test_a_leader_interrupted_after_its_write_does_not_write_the_group_again() -> None:
+    writer = _SlowWriter(interrupt_after_batch=True)
+    group, topic = _group_commit(writer)
+    got: dict[bytes, int] = {}
+
+    def append(payload: bytes) -> None:
+        got[payload] = group.append(topic, payload, 1, lambda: False)
+
+    first = threading.Thread(target=append, args=(b"x",))
+    first.start()
+    time.sleep(0.05)
+    others = [threading.Thread(target=append, args=(p,)) for p in (b"b", b"c")]
+
+    def start_others() -> None:
+        time.sleep(0.05)
+        for thread in others:
+            thread.start()
+
+    threading.Thread(target=start_others).start()
+    with contextlib.suppress(KeyboardInterrupt):  # the main thread leads the second group
+        append(b"m")
+    first.join(10)
+    time.sleep(0.1)
+    for thread in others:
+        thread.join(10)
+    assert sorted(writer.log) == sorted(set(writer.log)), writer.log  # nothing written twice
+    assert topic.end == len(writer.log)
+    for data, offset in got.items():
+        assert writer.log[offset] == data

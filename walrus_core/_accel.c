@@ -150,22 +150,37 @@ static PyObject *py_encode_run(PyObject *self, PyObject *args) {
                           &every_bytes, &every_entries, &PyList_Type, &bufs, &PyList_Type,
                           &mark_offsets, &PyList_Type, &mark_positions))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(payloads);
+    if (index < 0 || open_before < 0) {
+        PyErr_SetString(PyExc_ValueError, "index and open_before must be >= 0");
+        return NULL;
+    }
     long long last_pos = -1;
-    for (; index < n; index++) {
+    for (; index < PyList_GET_SIZE(payloads); index++) {
         PyObject *item = PyList_GET_ITEM(payloads, index);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) {
             PyErr_SetString(PyExc_TypeError, "payloads must be (buffer, length) tuples");
             return NULL;
         }
+        /* The tuple holds its two items, and is held here while they are used. */
+        Py_INCREF(item);
         PyObject *payload = PyTuple_GET_ITEM(item, 0);
         unsigned long long length = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 1));
-        if (length == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-        if (pos + HEADER_SIZE + length > limit) break;
+        if (length == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(item);
+            return NULL;
+        }
+        if (length > (1ULL << 40) || pos + HEADER_SIZE + length > limit) {
+            Py_DECREF(item);
+            break;
+        }
         Py_buffer view;
-        if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) return NULL;
+        if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(item);
+            return NULL;
+        }
         if ((unsigned long long)view.len != length) {
             PyBuffer_Release(&view);
+            Py_DECREF(item);
             PyErr_SetString(PyExc_ValueError, "a payload's length does not match its buffer");
             return NULL;
         }
@@ -174,7 +189,10 @@ static PyObject *py_encode_run(PyObject *self, PyObject *args) {
                               entry_seed(salt, pos, offset, length, flags));
         PyBuffer_Release(&view);
         PyObject *header = PyBytes_FromStringAndSize(NULL, HEADER_SIZE);
-        if (header == NULL) return NULL;
+        if (header == NULL) {
+            Py_DECREF(item);
+            return NULL;
+        }
         unsigned char *h = (unsigned char *)PyBytes_AS_STRING(header);
         put32(h, crc);
         put32(h + 4, (uint32_t)length);
@@ -185,6 +203,7 @@ static PyObject *py_encode_run(PyObject *self, PyObject *args) {
         h[15] = (unsigned char)(tag >> 8);
         int failed = PyList_Append(bufs, header) < 0 || PyList_Append(bufs, payload) < 0;
         Py_DECREF(header);
+        Py_DECREF(item);
         if (failed) return NULL;
         if (pos >= due_pos || offset >= due_offset) {
             PyObject *o = PyLong_FromUnsignedLongLong(offset);
@@ -270,7 +289,8 @@ static PyObject *py_decode_run(PyObject *self, PyObject *args) {
         if (hi > blen || seq != (uint32_t)(offset & 0xFFFFFFFFULL) || version != ENTRY_VERSION ||
             got_tag != tag)
             break;
-        if (total + length > max_bytes && PyList_GET_SIZE(out) > 0) {
+        /* total + length > max_bytes, without overflow */
+        if ((total > max_bytes || length > max_bytes - total) && PyList_GET_SIZE(out) > 0) {
             full = 1;
             break;
         }
@@ -278,10 +298,19 @@ static PyObject *py_decode_run(PyObject *self, PyObject *args) {
                                     offset * MIX_SEQ ^ length * MIX_LEN ^
                                     ((unsigned long long)flags << 8 | version)) &
                                    0xFFFFFFFFULL);
-        if (crc32c(h + HEADER_SIZE, (size_t)length, seed) != crc) break;
+        /* Copy first, then check the copy: what is handed out is what was checked, even if
+         * the buffer could change under us. */
         PyObject *data = PyBytes_FromStringAndSize((const char *)h + HEADER_SIZE,
                                                    (Py_ssize_t)length);
-        PyObject *off = data ? PyLong_FromUnsignedLongLong(offset) : NULL;
+        if (data == NULL) {
+            error = 1;
+            break;
+        }
+        if (crc32c((const unsigned char *)PyBytes_AS_STRING(data), (size_t)length, seed) != crc) {
+            Py_DECREF(data);
+            break;
+        }
+        PyObject *off = PyLong_FromUnsignedLongLong(offset);
         PyObject *entry = off ? entry_type->tp_alloc(entry_type, 0) : NULL;
         if (entry == NULL ||
             Py_TYPE(entry_data)->tp_descr_set(entry_data, entry, data) < 0 ||
@@ -312,12 +341,18 @@ static PyObject *py_decode_run(PyObject *self, PyObject *args) {
 static PyObject *py_measure(PyObject *self, PyObject *args) {
     PyObject *items, *as_payload;
     if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &items, &as_payload)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) return NULL;
+    /* A snapshot holding every item: as_payload runs Python code, which may change the list. */
+    PyObject *snapshot = PySequence_Tuple(items);
+    if (snapshot == NULL) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(snapshot);
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(snapshot);
+        return NULL;
+    }
     unsigned long long total = 0, longest = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *item = PyTuple_GET_ITEM(snapshot, i);
         PyObject *pair;
         unsigned long long length;
         if (PyBytes_CheckExact(item)) {
@@ -333,16 +368,19 @@ static PyObject *py_measure(PyObject *self, PyObject *args) {
             length = pair ? PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(pair, 1)) : 0;
             if (pair != NULL && PyErr_Occurred()) Py_CLEAR(pair);
         }
-        if (pair == NULL) {
+        if (pair == NULL || PyList_Append(out, pair) < 0) {
+            Py_XDECREF(pair);
             Py_DECREF(out);
+            Py_DECREF(snapshot);
             return NULL;
         }
-        PyList_SET_ITEM(out, i, pair);
+        Py_DECREF(pair);
         total += length;
         if (length > longest) longest = length;
     }
     PyObject *result = Py_BuildValue("OKK", out, total, longest);
     Py_DECREF(out);
+    Py_DECREF(snapshot);
     return result;
 }
 

@@ -9,7 +9,10 @@ meanwhile. N waiting threads cost one flush, not N, and no entry is visible to r
 before it is durable.
 
 Followers wait on a lock of their own, not on the writer lock: a thread whose entry was
-written must be able to return at once, without queueing behind the next leader's write.
+written must be able to return at once, without queueing behind the next leader's write. The
+lead is recorded (``Topic.leader``) before it is handed over, so a thread that leaves with an
+exception (KeyboardInterrupt while it waits, say) passes on a lead it was given instead of
+taking it away with it.
 
 A group is not an atomic batch: each entry stands alone. If a group's write fails, every
 appender in it gets a :class:`StorageError` and, as for a failed single append, none of the
@@ -60,19 +63,40 @@ class GroupCommit:
         mine = PendingAppend(payload, length)
         with topic.waiting_lock:
             topic.waiting.append(mine)
-            lead = not topic.leading
-            topic.leading = True
-        if not lead:
-            mine.wake.acquire()  # a leader wrote the entry, or passed the lead on
-        if not mine.done:
-            self._lead(topic, mine, refused)
+            if topic.leader is None:
+                topic.leader = mine
+        try:
+            if topic.leader is not mine:
+                mine.wake.acquire()  # a leader wrote the entry, or passed the lead on
+            if not mine.done:
+                self._lead(topic, mine, refused)
+        except BaseException:
+            self._leave(topic, mine)
+            raise
         if mine.error is not None:
             raise mine.error
         return mine.offset
 
+    def _leave(self, topic: Topic, mine: PendingAppend) -> None:
+        """``mine``'s thread leaves with an exception: take its entry out of the queue if it
+        is still there, and pass the lead on if this thread holds it."""
+        with topic.waiting_lock:
+            if not mine.done and mine in topic.waiting:
+                topic.waiting.remove(mine)
+            if topic.leader is mine:
+                self._pass_lead(topic)
+
+    @staticmethod
+    def _pass_lead(topic: Topic) -> None:
+        """Hand the lead to the first queued thread, or drop it (``waiting_lock`` held)."""
+        if topic.waiting:
+            topic.leader = topic.waiting[0]
+            topic.leader.wake.release()
+        else:
+            topic.leader = None
+
     def _lead(self, topic: Topic, mine: PendingAppend, refused: Callable[[], bool]) -> None:
         """Write queued groups until ``mine`` is written, then pass the lead on."""
-        written: list[PendingAppend] = []
         try:
             with topic.lock:
                 if topic.last_group > len(topic.waiting):
@@ -88,25 +112,17 @@ class GroupCommit:
                         else:
                             self._write(topic, group)
                     except BaseException:
-                        # Interrupted (KeyboardInterrupt, say) before the others' entries
-                        # were written: they go back to the front of the queue, for the next
-                        # leader.
+                        # Interrupted (KeyboardInterrupt, say) before the entries were
+                        # written: they go back to the front of the queue, for the next leader.
                         with topic.waiting_lock:
                             topic.waiting.extendleft(reversed([w for w in group if not w.done]))
                         raise
                     finally:
-                        written += [w for w in group if w.done]
+                        for waiting in group:
+                            if waiting.done and waiting is not mine:
+                                waiting.wake.release()
         finally:
-            with topic.waiting_lock:
-                if not mine.done and mine in topic.waiting:
-                    topic.waiting.remove(mine)  # its caller is leaving with an exception
-                if topic.waiting:
-                    topic.waiting[0].wake.release()  # the next leader
-                else:
-                    topic.leading = False
-            for waiting in written:
-                if waiting is not mine:
-                    waiting.wake.release()
+            self._leave(topic, mine)
 
     def _take_group(self, topic: Topic) -> list[PendingAppend]:
         group: list[PendingAppend] = []
@@ -116,29 +132,35 @@ class GroupCommit:
             while queue and len(group) < self._max_entries:
                 if group and nbytes + queue[0].length > self._max_bytes:
                     break
-                waiting = queue.popleft()
-                group.append(waiting)
-                nbytes += waiting.length
+                group.append(queue[0])
+                queue.popleft()
+                nbytes += group[-1].length
         return group
 
     def _write(self, topic: Topic, group: list[PendingAppend]) -> None:
+        """Write ``group`` and give every member its offset or error."""
+        first = topic.end
         try:
             if len(group) == 1:
-                first = self._writer.append(topic, group[0].payload, group[0].length)
+                self._writer.append(topic, group[0].payload, group[0].length)
             else:
-                first = self._writer.append_batch(
+                self._writer.append_batch(
                     topic, [(w.payload, w.length) for w in group], atomic=False
-                ).start
+                )
         except StorageError as exc:
             for waiting in group:
                 waiting.error = StorageError(*exc.args)
                 waiting.error.__cause__ = exc.__cause__
                 waiting.done = True
             return
+        finally:
+            # Published (also when an exception came after the write): the entries are at
+            # ``first`` on, and must not be written again.
+            if topic.end == first + len(group):
+                for index, waiting in enumerate(group):
+                    waiting.offset = first + index
+                    waiting.done = True
         topic.appends += len(group)
         topic.bytes_appended += sum([w.length for w in group])
         topic.sync_groups += 1
         topic.last_group = len(group)
-        for index, waiting in enumerate(group):
-            waiting.offset = first + index
-            waiting.done = True

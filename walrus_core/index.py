@@ -200,7 +200,7 @@ class Topic:
         "firsts",
         "hidden_until",
         "last_group",
-        "leading",
+        "leader",
         "lock",
         "name",
         "pending_dead",
@@ -243,7 +243,7 @@ class Topic:
         # writes there were (see groupcommit.py).
         self.waiting: deque[PendingAppend] = deque()
         self.waiting_lock = threading.Lock()
-        self.leading = False  # a thread is writing the queue
+        self.leader: PendingAppend | None = None  # whose thread writes the queue now
         self.last_group = 0  # entries in the last group written
         self.sync_groups = 0
 

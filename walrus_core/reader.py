@@ -40,6 +40,8 @@ FIRST_READAHEAD = 4096
 FIRST_AHEAD = 1
 MAX_AHEAD = 256
 AHEAD_BYTES = 64 * 1024
+#: max_bytes as the compiled decoder takes it (an unsigned 64-bit value; more means "no limit").
+C_MAX_BYTES = (1 << 62) - 1
 #: The least a batch read reads in one go.
 MIN_READ = 4096
 #: The first read of a walk to an entry from an offset index pair (a few pairs' worth).
@@ -342,7 +344,16 @@ class EntryReader:
             block_tag = block.tag
             if decode_run is not None:
                 rel, offset, total, full = decode_run(
-                    buf, rel, buf_start, offset, lim, salt, block_tag, max_bytes, total, out
+                    buf,
+                    rel,
+                    buf_start,
+                    offset,
+                    lim,
+                    salt,
+                    block_tag,
+                    min(max_bytes, C_MAX_BYTES),
+                    total,
+                    out,
                 )
             while decode_run is None and offset < lim and rel + ENTRY_HEADER_SIZE <= blen:
                 crc, length, seq, version, flags, tag = _unpack_header(buf, rel)

@@ -129,7 +129,12 @@ class FaultPlan:
             self._undo.setdefault(path, []).append((offset, old))
 
     def _flushed(self, path: str) -> None:
+        """A flush (or a synced batch) of ``path`` completed below. If the power went while
+        it ran, it did not complete as far as the caller can tell: its writes were undone, so
+        the call must fail too instead of reporting them durable."""
         with self._lock:
+            if self.dead:
+                raise OSError(errno_codes.EIO, "the simulated machine lost power")
             self._undo.pop(path, None)
 
     def power_loss(self, seed: int | None = None, *, partial: bool = False) -> int:
