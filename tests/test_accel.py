@@ -87,6 +87,8 @@ def test_both_paths_write_the_same_bytes(
     images = []
     for use in (compiled, None):
         monkeypatch.setattr(writer_module, "accel", use)
+        # Seal records carry the seal time: the same clock for both runs.
+        monkeypatch.setattr("walrus_core.writer.time.time", lambda: 1_700_000_000.0)
         counter = iter(range(1, 1 << 30))
         monkeypatch.setattr(
             "walrus_core.allocator.secrets.randbits", lambda bits, c=counter: next(c)
