@@ -215,6 +215,7 @@ class Reclaimer:
                 log.warning("could not delete the consumed data file %s: %s", path, exc)
                 continue
             files += 1
+            self.files_deleted += 1  # counted at once: stats() may be read while a pass runs
             freed += before
         if files and self._sync:
             try:
@@ -251,7 +252,6 @@ class Reclaimer:
             storage = self._allocator.files.get(file_no)
             if storage is not None:
                 freed += max(0, before - allocated_bytes(storage.path))
-        self.files_deleted += files
         self.blocks_punched += punched
         self.bytes_freed += freed
         return files, punched, freed
