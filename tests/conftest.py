@@ -1,70 +1,43 @@
-"""Shared fixtures. Every test opens its WAL through ``open_wal`` so that the backend under test
-(``--walrus-backend`` or ``$WALRUS_TEST_BACKEND``, default ``fd``) and small geometry apply."""
+"""Shared fixtures. The backend under test (``--walrus-backend`` or ``$WALRUS_TEST_BACKEND``),
+the registry and the log factory come from the conformance suite's pytest plugin
+(:mod:`walrus_core.testing.plugin`); the names below are the ones this suite was written with."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from walrus_core import FsyncSchedule, Walrus
-from walrus_core.plugins import default_registry
+from walrus_core import Walrus
+from walrus_core.testing import SMALL_GEOMETRY
 
-#: Small blocks so that a few KiB of data already crosses blocks and files.
-SMALL_GEOMETRY: dict[str, int] = {"block_size": 4096, "blocks_per_file": 4}
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--walrus-backend",
-        default=os.environ.get("WALRUS_TEST_BACKEND", "fd"),
-        help="backend the behaviour suite runs against (default: fd)",
-    )
-
-
-@pytest.fixture(scope="session")
-def backend_name(request: pytest.FixtureRequest) -> str:
-    """The backend under test."""
-    return str(request.config.getoption("--walrus-backend"))
-
-
-@pytest.fixture(scope="session")
-def base_backend(backend_name: str) -> str:
-    """The one backend the name or preference list under test (``"uring,fd"``) selects here:
-    what a test layer (spy, faults, ...) must layer over."""
-    return default_registry().select(backend_name)
-
-
-@pytest.fixture
-def wal_dir(tmp_path: Path) -> Path:
-    """A fresh data directory (not created yet)."""
-    return tmp_path / "wal"
-
+__all__ = ["SMALL_GEOMETRY"]
 
 OpenWal = Callable[..., Walrus]
 
 
+@pytest.fixture(scope="session")
+def backend_name(walrus_backend: str) -> str:
+    """The backend under test."""
+    return walrus_backend
+
+
+@pytest.fixture(scope="session")
+def base_backend(walrus_base_backend: str) -> str:
+    """The one backend the name or preference list under test (``"uring,fd"``) selects here:
+    what a test layer (spy, faults, ...) must layer over."""
+    return walrus_base_backend
+
+
 @pytest.fixture
-def open_wal(wal_dir: Path, backend_name: str) -> Iterator[OpenWal]:
+def wal_dir(walrus_dir: Path) -> Path:
+    """A fresh data directory (not created yet)."""
+    return walrus_dir
+
+
+@pytest.fixture
+def open_wal(open_walrus: OpenWal) -> OpenWal:
     """Factory: ``open_wal(**overrides)`` opens a Walrus on ``wal_dir`` with small geometry,
     ``no_fsync`` and the backend under test; every instance is closed at teardown."""
-    opened: list[Walrus] = []
-
-    def factory(**overrides: Any) -> Walrus:
-        kwargs: dict[str, Any] = {
-            "data_dir": wal_dir,
-            "backend": backend_name,
-            "fsync": FsyncSchedule.no_fsync(),
-            **SMALL_GEOMETRY,
-        }
-        kwargs.update(overrides)
-        wal = Walrus(**kwargs)
-        opened.append(wal)
-        return wal
-
-    yield factory
-    for wal in opened:
-        wal.close()
+    return open_walrus

@@ -518,7 +518,9 @@ def test_bad_retention_is_refused() -> None:
         Retention(max_bytes="1")  # type: ignore[arg-type]
 
 
-def test_stats_reach_observer_plugins(wal_dir: Path, backend_name: str) -> None:
+def test_hook_walrus_stats_report_reaches_observer_plugins(
+    wal_dir: Path, backend_name: str
+) -> None:
     from walrus_core.hookspecs import hookimpl
     from walrus_core.info import Stats
 

@@ -22,8 +22,23 @@ import attrs
 import pluggy
 
 from walrus_core import hookspecs
+from walrus_core.contract import BACKEND_INFO, Violation, check_plugin
 from walrus_core.errors import BackendUnavailableError
-from walrus_core.storage import OpenSpec, Storage
+from walrus_core.storage import BackendInfo, OpenSpec, Storage
+
+__all__ = [
+    "AUTO",
+    "ENTRY_POINT_GROUP",
+    "OBSERVER_ENTRY_POINT_GROUP",
+    "BackendChain",
+    "BackendInfo",
+    "BackendRegistry",
+    "BackendStatus",
+    "available_backends",
+    "default_registry",
+    "disable_fd_backend",
+    "enable_fd_backend",
+]
 
 log = logging.getLogger("walrus_core.plugins")
 
@@ -36,42 +51,23 @@ _OPS = ("walrus_write", "walrus_read", "walrus_flush", "walrus_batch_submit", "w
 _OPTIONAL_OPS = ("walrus_discard",)
 
 
-def _always_available() -> str | None:
-    return None
-
-
-@attrs.frozen
-class BackendInfo:
-    """What a backend plugin says about itself (returned by ``walrus_backend_info``).
-
-    ``probe`` returns None when the backend can run here, else the reason it cannot.
-    ``layers_over`` names the backend this one is stacked on (None for a base backend).
-    ``platforms`` lists ``sys.platform`` prefixes where ``"auto"`` may pick it (``"*"``: any);
-    among those that can run, ``"auto"`` takes the highest ``auto_priority`` (0: never by
-    itself, only when asked for by name).
-    ``family`` groups backends for the seed's switches: :func:`disable_fd_backend` makes
-    ``"auto"`` skip the ``"fd"`` family (fd and layers over it) in favour of ``"mmap"``.
-    """
-
-    version: str
-    layers_over: str | None = None
-    platforms: tuple[str, ...] = ("*",)
-    install: str = ""
-    description: str = ""
-    probe: Callable[[], str | None] = _always_available
-    auto_priority: int = 0
-    family: str = ""
-
-
 @attrs.frozen
 class BackendStatus:
-    """One line of :func:`available_backends`."""
+    """One line of :func:`available_backends`. ``broken_rules`` names the rules of
+    :mod:`walrus_core.contract` a refused plugin broke (empty otherwise)."""
 
     name: str
     version: str | None
     available: bool
     reason: str | None
     layers_over: str | None
+    broken_rules: tuple[str, ...] = ()
+
+
+class _Refused(Exception):
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(str(violation))
+        self.violation = violation
 
 
 @attrs.frozen
@@ -83,28 +79,33 @@ class _Backend:
 
 
 class _AutoPreference:
-    """The seed's process-wide switch: which base backend ``"auto"`` resolves to."""
+    """The seed's process-wide switch: backend families ``"auto"`` passes over. Nothing needs
+    it (``Walrus(backend=...)`` picks per instance); it is kept for code written for the seed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.prefer_fd = True
+        self.skipped_families: frozenset[str] = frozenset()
 
-    def set(self, prefer_fd: bool) -> None:
+    def skip(self, family: str, skipped: bool) -> None:
         with self._lock:
-            self.prefer_fd = prefer_fd
+            families = set(self.skipped_families)
+            (families.add if skipped else families.discard)(family)
+            self.skipped_families = frozenset(families)
 
 
 _auto_preference = _AutoPreference()
+_FD_FAMILY = "fd"
 
 
 def enable_fd_backend() -> None:
-    """Make ``backend="auto"`` resolve to the FD backend for instances created later (default)."""
-    _auto_preference.set(True)
+    """Let ``backend="auto"`` pick the FD family again for instances created later (default)."""
+    _auto_preference.skip(_FD_FAMILY, False)
 
 
 def disable_fd_backend() -> None:
-    """Make ``backend="auto"`` resolve to the mmap backend for instances created later."""
-    _auto_preference.set(False)
+    """Make ``backend="auto"`` pass over the FD family (FD and layers over it) for instances
+    created later, so it picks the best other backend (mmap where it is installed)."""
+    _auto_preference.skip(_FD_FAMILY, True)
 
 
 def _install_hint(name: str) -> str:
@@ -123,29 +124,64 @@ class BackendRegistry:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._plugins = dict(plugins)
-        self._broken = dict(broken or {})
+        self._import_failures = {k: v for k, v in (broken or {}).items() if k not in plugins}
+        self._broken = dict(self._import_failures)
         self._observers = dict(observers or {})
         for name, observer in self._observers.items():
+            violations = check_plugin(observer)
+            if violations:
+                log.warning(
+                    "walrus observer %r is refused: it breaks %s",
+                    name,
+                    "; ".join(str(v) for v in violations),
+                )
+                continue
             try:
                 self._pm.register(observer, name=f"observer:{name}")
             except Exception as exc:
                 log.warning("walrus observer %r is unusable: %s", name, exc)
         self._backends: dict[str, _Backend] = {}
+        self._broken_rules: dict[str, tuple[str, ...]] = {}
         for name, plugin in self._plugins.items():
+            violations = check_plugin(plugin)
+            if violations:
+                self._refuse(name, violations)
+                continue
             try:
                 self._pm.register(plugin, name=name)
                 impls = self._impls_of(plugin)
                 info_fn = impls.get("walrus_backend_info")
                 if info_fn is None:
-                    raise TypeError("it does not implement walrus_backend_info")
+                    raise _Refused(Violation(BACKEND_INFO, "walrus_backend_info is missing"))
                 info = info_fn()
                 if not isinstance(info, BackendInfo):
-                    raise TypeError("walrus_backend_info did not return a BackendInfo")
+                    raise _Refused(
+                        Violation(
+                            BACKEND_INFO,
+                            f"walrus_backend_info returned {type(info).__name__},"
+                            " not a BackendInfo",
+                        )
+                    )
+            except _Refused as refused:
+                self._unregister(plugin)
+                self._refuse(name, [refused.violation])
+                continue
             except Exception as exc:  # a broken third-party plugin must not break the others
+                self._unregister(plugin)
                 self._broken[name] = f"{type(exc).__name__}: {exc}"
                 log.warning("walrus backend %r is unusable: %s", name, exc)
                 continue
             self._backends[name] = _Backend(name=name, plugin=plugin, info=info, impls=impls)
+
+    def _refuse(self, name: str, violations: list[Violation]) -> None:
+        """Record ``name`` as refused for breaking ``violations``; warn once, here."""
+        self._broken_rules[name] = tuple(dict.fromkeys(v.rule for v in violations))
+        self._broken[name] = "refused: it breaks " + "; ".join(str(v) for v in violations)
+        log.warning("walrus backend %r is refused: %s", name, self._broken[name])
+
+    def _unregister(self, plugin: Any) -> None:
+        if self._pm.is_registered(plugin):
+            self._pm.unregister(plugin)
 
     def _impls_of(self, plugin: Any) -> dict[str, Callable[..., Any]]:
         impls: dict[str, Callable[..., Any]] = {}
@@ -179,11 +215,13 @@ class BackendRegistry:
         """A new registry with ``extra`` backends added (or replacing ones of the same name)."""
         merged = dict(self._plugins)
         merged.update(extra)
-        return BackendRegistry(merged, self._broken, self._observers)
+        return BackendRegistry(merged, self._import_failures, self._observers)
 
     def with_observers(self, extra: Mapping[str, Any]) -> BackendRegistry:
         """A new registry with ``extra`` observer plugins added (``walrus_stats_report``)."""
-        return BackendRegistry(self._plugins, self._broken, {**self._observers, **extra})
+        return BackendRegistry(
+            self._plugins, self._import_failures, {**self._observers, **extra}
+        )
 
     def report_stats(self, data_dir: str, stats: Any) -> None:
         """Hand ``stats`` to every plugin implementing ``walrus_stats_report``; errors are
@@ -195,6 +233,27 @@ class BackendRegistry:
         except Exception:
             log.exception("a walrus_stats_report hook failed")
 
+    def info(self, name: str) -> BackendInfo:
+        """What backend ``name`` says about itself; raises :class:`BackendUnavailableError` for
+        a backend that is not installed or was refused."""
+        backend = self._backends.get(name)
+        if backend is None:
+            raise BackendUnavailableError(self._unusable_reason(name) or name)
+        return backend.info
+
+    def durable(self, name: str) -> bool:
+        """Whether writes through ``name``'s whole chain outlive the process: false as soon as
+        one backend of it declares ``durable=False``."""
+        current: str | None = name
+        seen: set[str] = set()
+        while current is not None and current not in seen:
+            seen.add(current)
+            info = self.info(current)
+            if not info.durable:
+                return False
+            current = info.layers_over
+        return True
+
     def names(self) -> list[str]:
         """Names of the usable installed backends."""
         return sorted(self._backends)
@@ -205,7 +264,16 @@ class BackendRegistry:
         for name in sorted(set(self._backends) | set(self._broken)):
             backend = self._backends.get(name)
             if backend is None:
-                out.append(BackendStatus(name, None, False, self._broken[name], None))
+                out.append(
+                    BackendStatus(
+                        name,
+                        None,
+                        False,
+                        self._broken[name],
+                        None,
+                        self._broken_rules.get(name, ()),
+                    )
+                )
                 continue
             reason = self._unusable_reason(name)
             out.append(
@@ -235,7 +303,7 @@ class BackendRegistry:
 
     def _candidates(self, platform: str) -> list[str]:
         """Backends ``"auto"`` may pick on ``platform``, best first."""
-        prefer_fd = _auto_preference.prefer_fd
+        skipped = _auto_preference.skipped_families
         ranked: list[tuple[int, str]] = []
         for name, backend in self._backends.items():
             info = backend.info
@@ -243,14 +311,11 @@ class BackendRegistry:
                 continue
             if not any(p == "*" or platform.startswith(p) for p in info.platforms):
                 continue
-            if not prefer_fd and self._family(name) == "fd":
+            if skipped and self._family(name) in skipped:
                 continue
             ranked.append((info.auto_priority, name))
         ranked.sort(key=lambda item: (-item[0], item[1]))
-        names = [name for _, name in ranked]
-        if not prefer_fd and "mmap" not in names:
-            names.append("mmap")  # so the error names the package to install
-        return names
+        return [name for _, name in ranked]
 
     def _family(self, name: str) -> str:
         seen: set[str] = set()
@@ -280,10 +345,13 @@ class BackendRegistry:
         if requested == AUTO:
             choices = self._candidates(platform)
             if not choices:
-                hint = "walrus-mmap" if platform.startswith("win") else "walrus-fd"
+                skipped = sorted(_auto_preference.skipped_families)
+                passed_over = f" (passing over families {skipped})" if skipped else ""
+                installed = ", ".join(self.names()) or "none"
                 raise BackendUnavailableError(
-                    f"no storage backend is installed for platform {platform!r};"
-                    f" install one with: pip install {hint}"
+                    f"no installed storage backend serves platform {platform!r}{passed_over};"
+                    f" installed: {installed}. Install a backend plugin (the project's are"
+                    " in its plugins/ folder) or ask for one by name"
                 )
         else:
             choices = [part.strip() for part in requested.split(",") if part.strip()]

@@ -35,6 +35,40 @@ FILE_DATA = "data"
 FILE_CURSORS = "cursors"
 
 
+def _always_available() -> str | None:
+    return None
+
+
+@attrs.frozen
+class BackendInfo:
+    """What a backend plugin says about itself (returned by ``walrus_backend_info``); it is
+    everything backend selection knows, so the engine names no backend.
+
+    ``version``: the plugin's version, shown by ``walrus backends``.
+    ``layers_over``: the backend this one is stacked on (None for a base backend).
+    ``platforms``: ``sys.platform`` prefixes where ``"auto"`` may pick it (``"*"``: any).
+    ``install``: the command that installs it (shown when it is asked for and missing).
+    ``probe``: returns None when the backend can run here, else the reason it cannot; it may
+    raise :class:`~walrus_core.errors.BackendUnavailableError` instead of returning a reason.
+    ``auto_priority``: among backends that can run, ``"auto"`` takes the highest (0: never by
+    itself, only when asked for by name).
+    ``family``: groups a base backend with the layers over it (``"fd"``), so that
+    ``disable_fd_backend()`` can steer ``"auto"`` away from a whole family.
+    ``durable``: False for a backend whose writes do not outlive the process (an in-memory
+    store): the conformance suite then skips its crash tests, saying why.
+    """
+
+    version: str
+    layers_over: str | None = None
+    platforms: tuple[str, ...] = ("*",)
+    install: str = ""
+    description: str = ""
+    probe: Callable[[], str | None] = _always_available
+    auto_priority: int = 0
+    family: str = ""
+    durable: bool = True
+
+
 @attrs.frozen
 class OpenSpec:
     """What to open and how.

@@ -39,9 +39,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo
-from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
+from walrus_core.plugin import BackendInfo, Buffers, OpenSpec, Storage, WriteOp, hookimpl
 
 __version__ = "0.1.0"
 SECTOR = 512

@@ -27,10 +27,15 @@ import threading
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from walrus_core.holes import punch_hole
-from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo
-from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
+from walrus_core.plugin import (
+    BackendInfo,
+    Buffers,
+    OpenSpec,
+    Storage,
+    WriteOp,
+    hookimpl,
+    punch_hole,
+)
 
 try:
     __version__ = version("walrus-mmap")

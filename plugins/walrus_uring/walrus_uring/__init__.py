@@ -65,10 +65,15 @@ from importlib.metadata import PackageNotFoundError, version
 from itertools import accumulate
 from typing import Any
 
-from walrus_core.errors import BackendUnavailableError
-from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo
-from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
+from walrus_core.plugin import (
+    BackendInfo,
+    BackendUnavailableError,
+    Buffers,
+    OpenSpec,
+    Storage,
+    WriteOp,
+    hookimpl,
+)
 
 from . import _ring_check
 
