@@ -5,9 +5,10 @@ hooks of :mod:`walrus_core.hookspecs`, published under the entry-point group
 ``walrus.backends``. It describes itself with :class:`BackendInfo`, opens files described by an
 :class:`OpenSpec`, writes :data:`Buffers` and batches of :class:`WriteOp`, and a layer receives
 the :class:`Storage` opened below it. I/O errors are ``OSError`` with an errno;
-:class:`BackendUnavailableError` says the backend cannot run here. The guide is
-``docs/plugins.md``; the conformance suite is ``pytest --walrus-backend=NAME --pyargs
-walrus_core.testing``.
+:class:`BackendUnavailableError` says the backend cannot run here. A layer configured per
+instance (``over=``) is registered with ``default_registry().with_plugins({name: layer})``.
+The guide is ``docs/plugins.md``; the conformance suite is ``pytest --walrus-backend=NAME
+--pyargs walrus_core.testing``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from walrus_core.contract import RULES, Violation, check_plugin
 from walrus_core.errors import BackendUnavailableError, StorageError, WalrusError
 from walrus_core.holes import punch_hole
 from walrus_core.hookspecs import PROJECT, hookimpl
-from walrus_core.plugins import ENTRY_POINT_GROUP, OBSERVER_ENTRY_POINT_GROUP
+from walrus_core.plugins import (
+    ENTRY_POINT_GROUP,
+    OBSERVER_ENTRY_POINT_GROUP,
+    BackendRegistry,
+    default_registry,
+)
 from walrus_core.storage import (
     FILE_CURSORS,
     FILE_DATA,
@@ -35,6 +41,7 @@ __all__ = [
     "PROJECT",
     "RULES",
     "BackendInfo",
+    "BackendRegistry",
     "BackendUnavailableError",
     "Buffers",
     "OpenSpec",
@@ -44,6 +51,7 @@ __all__ = [
     "WalrusError",
     "WriteOp",
     "check_plugin",
+    "default_registry",
     "hookimpl",
     "punch_hole",
 ]

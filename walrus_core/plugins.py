@@ -177,7 +177,7 @@ class BackendRegistry:
         """Record ``name`` as refused for breaking ``violations``; warn once, here."""
         self._broken_rules[name] = tuple(dict.fromkeys(v.rule for v in violations))
         self._broken[name] = "refused: it breaks " + "; ".join(str(v) for v in violations)
-        log.warning("walrus backend %r is refused: %s", name, self._broken[name])
+        log.warning("walrus backend %r is %s", name, self._broken[name])
 
     def _unregister(self, plugin: Any) -> None:
         if self._pm.is_registered(plugin):
@@ -196,9 +196,19 @@ class BackendRegistry:
         """Load every backend published under the ``walrus.backends`` entry-point group."""
         plugins: dict[str, Any] = {}
         broken: dict[str, str] = {}
+        sources: dict[str, str] = {}
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in plugins:
+            if ep.name in sources:
+                # Two distributions claim one name: keep the first, say which one was ignored.
+                log.warning(
+                    "walrus backend %r is published twice (%s and %s); using %s",
+                    ep.name,
+                    sources[ep.name],
+                    ep.value,
+                    sources[ep.name],
+                )
                 continue
+            sources[ep.name] = ep.value
             try:
                 plugins[ep.name] = ep.load()
             except Exception as exc:
