@@ -112,16 +112,28 @@ def check_plugin(plugin: Any) -> list[Violation]:
     """
     found: list[Violation] = []
     for attr in _attributes(plugin):
-        if not attr.startswith(HOOK_PREFIX):
+        if attr.startswith("__"):
             continue
         opts = _hookimpl_options(plugin, attr)
+        if opts is None and not attr.startswith(HOOK_PREFIX):
+            continue  # neither marked nor named like a hook: not ours to judge
         fn = getattr(plugin, attr, None)
         if opts is None:
-            if callable(fn) and attr in SPEC_PARAMETERS:
+            if not callable(fn) or isinstance(fn, type):
+                continue
+            if attr in SPEC_PARAMETERS:
                 found.append(
                     Violation(
                         UNMARKED_HOOK,
                         f"{attr} is not marked with @hookimpl, so it would never be called",
+                    )
+                )
+            else:
+                found.append(
+                    Violation(
+                        UNKNOWN_HOOK,
+                        f"{attr} is named like a hook but is none (and is not marked with"
+                        f" @hookimpl); hooks: {', '.join(sorted(SPEC_PARAMETERS))}",
                     )
                 )
             continue

@@ -28,10 +28,13 @@ are only valid during the call (for ``walrus_batch_submit``: until it returns): 
 outlive it. A write is all or nothing from the caller's view: continue a short write, raise if
 the rest cannot be written.
 
-**Threads.** One handle is used from several threads: reads (``walrus_read``) run alongside
-writes and flushes of the same handle; writes to one handle never overlap each other; the
-background flusher calls ``walrus_flush`` from its own thread while the application appends.
-``walrus_open`` and ``walrus_close`` of one file are never concurrent with its other calls.
+**Threads.** One handle is used from several threads at once: reads (``walrus_read``) run
+alongside writes and flushes of the same handle, and writes of different topics (or cursors)
+that share a file run concurrently too, on byte ranges that never overlap; the background
+flusher calls ``walrus_flush`` from its own thread while the application appends. No call of a
+handle runs alongside or after its ``walrus_close``. One file may have two handles open for a
+moment (the engine reopens a file with a larger size before closing the old handle), so state
+shared by a file's handles must be guarded per file, not per handle.
 
 **Handle lifetime.** ``walrus_open`` returns a handle; the engine passes it to the same plugin's
 other hooks until ``walrus_close``, called exactly once, after a ``walrus_flush`` when the fsync
@@ -100,8 +103,8 @@ def walrus_open(spec: OpenSpec, lower: Storage | None) -> Any:
     so the file must exist at ``spec.path`` and be at least ``spec.size`` bytes long, extended
     sparsely (ftruncate): never write zeros to size it. Tools that read a directory without a
     backend (``WalrusReader``, ``walrus verify``) read the file's own bytes; a backend that keeps
-    them elsewhere says so in its description. With ``spec.sync_each`` every later
-    ``walrus_write`` must be durable when it returns.
+    them elsewhere says so in ``BackendInfo.description`` (``walrus backends --json`` shows
+    it). With ``spec.sync_each`` every later ``walrus_write`` must be durable when it returns.
 
     :param spec: what to open: path, minimum size, create, sync_each, kind (data or cursors).
     :param lower: the storage the chain below this plugin opened (None for a base backend): a
@@ -150,8 +153,10 @@ def walrus_read(handle: Any, offset: int, size: int) -> bytes:
 def walrus_flush(handle: Any) -> None:
     """Make every write that completed so far durable (fdatasync, msync of the dirty range).
 
-    Called by the appending thread (``sync_each``, synced batches, ``Walrus.flush()``) or by the
-    log's background flusher thread, alongside reads of the same handle.
+    Called from any thread, alongside reads and writes of the same handle: the background
+    flusher, ``Walrus.flush()`` and ``close()``, when a data file is retired or evicted from the
+    open files, and around recovery and reclamation. (``sync_each`` writes and synced batches do
+    not call it: they are durable by ``spec.sync_each`` and ``walrus_batch_submit(sync=True)``.)
 
     :param handle: what ``walrus_open`` returned.
     :raises OSError: with ``errno`` (``EIO``); the engine then treats the unsynced writes as

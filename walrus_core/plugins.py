@@ -62,6 +62,7 @@ class BackendStatus:
     reason: str | None
     layers_over: str | None
     broken_rules: tuple[str, ...] = ()
+    description: str = ""
 
 
 class _Refused(Exception):
@@ -229,9 +230,7 @@ class BackendRegistry:
 
     def with_observers(self, extra: Mapping[str, Any]) -> BackendRegistry:
         """A new registry with ``extra`` observer plugins added (``walrus_stats_report``)."""
-        return BackendRegistry(
-            self._plugins, self._import_failures, {**self._observers, **extra}
-        )
+        return BackendRegistry(self._plugins, self._import_failures, {**self._observers, **extra})
 
     def report_stats(self, data_dir: str, stats: Any) -> None:
         """Hand ``stats`` to every plugin implementing ``walrus_stats_report``; errors are
@@ -286,9 +285,15 @@ class BackendRegistry:
                 )
                 continue
             reason = self._unusable_reason(name)
+            info = backend.info
             out.append(
                 BackendStatus(
-                    name, backend.info.version, reason is None, reason, backend.info.layers_over
+                    name,
+                    info.version,
+                    reason is None,
+                    reason,
+                    info.layers_over,
+                    description=info.description,
                 )
             )
         return out
@@ -415,6 +420,15 @@ class BackendChain:
                     f"base backend {backend.name!r} does not implement walrus_open"
                 )
         self.names: tuple[str, ...] = tuple(b.name for b in reversed(self._levels))
+        # Checked before any file is opened: a level that leaves an operation unanswered would
+        # otherwise be found only after its walrus_open succeeded, leaking that handle.
+        covered: set[str] = set()
+        for depth, backend in enumerate(self._levels):
+            covered.update(op for op in _OPS if op in backend.impls)
+            missing = [op for op in _OPS if op not in covered]
+            if missing:
+                names = "/".join(b.name for b in reversed(self._levels[: depth + 1]))
+                raise BackendUnavailableError(f"backend chain {names} implements none of {missing}")
 
     def open(self, spec: OpenSpec) -> Storage:
         """Open ``spec`` through the whole chain (raises ``OSError`` from the backend)."""
@@ -432,11 +446,6 @@ class BackendChain:
                     if fn is not None:
                         # A bound method: the cheapest callable that carries the handle.
                         bound[op] = types.MethodType(fn, handle)
-                missing = [op for op in _OPS if op not in bound]
-                if missing:
-                    raise BackendUnavailableError(
-                        f"backend chain {'/'.join(self.names)} implements none of {missing}"
-                    )
                 names = tuple(b.name for b in reversed(self._levels[: depth + 1]))
                 lower = Storage(
                     spec,

@@ -172,3 +172,22 @@ lossy = LosesLateWrites()
 off_by_one = ReadsOneByteLate()
 working = WorkingFd()
 swapped = SwappedReadParameters()
+
+
+class MisspelledUnmarked(WorkingFd):
+    """A typo without the marker: neither pluggy nor the engine would ever call it."""
+
+    def walrus_wrtie(self, handle: Any, offset: int, buffers: Buffers, nbytes: int) -> None:
+        walrus_fd.walrus_write(handle, offset, buffers, nbytes)
+
+
+class RenamedWithSpecname(WorkingFd):
+    """``specname`` binds a differently named method to a hook: still checked."""
+
+    @hookimpl(specname="walrus_read")
+    def read_bytes(self, handle: Any, size: int, offset: int) -> bytes:
+        return walrus_fd.walrus_read(handle, offset, size)
+
+
+BROKEN_RULES["unknown-hook"].append(MisspelledUnmarked())
+BROKEN_RULES["parameter-order"].append(RenamedWithSpecname())

@@ -11,9 +11,9 @@ Options:
     can run here), to run every test once per backend. A comma-separated value
     (``uring,fd``) is one backend: the first of the list that can run here. Default:
     ``$WALRUS_TEST_BACKEND``, else ``auto``.
-``--walrus-plugin NAME=MODULE:ATTRIBUTE``
-    Register the plugin object ``MODULE:ATTRIBUTE`` as backend ``NAME`` for this run, without
-    installing it (a backend in development). Repeatable.
+``--walrus-plugin NAME=MODULE[:ATTRIBUTE]``
+    Register the plugin object ``MODULE:ATTRIBUTE`` (or the module itself) as backend ``NAME``
+    for this run, without installing it (a backend in development). Repeatable.
 """
 
 from __future__ import annotations
@@ -56,20 +56,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--walrus-plugin",
         action="append",
         default=[],
-        metavar="NAME=MODULE:ATTR",
-        help="register MODULE:ATTR as backend NAME for this run, without installing it",
+        metavar="NAME=MODULE[:ATTR]",
+        help="register MODULE:ATTR (or MODULE) as backend NAME for this run, uninstalled",
     )
 
 
 def load_plugin_spec(spec: str) -> tuple[str, Any]:
-    """``"NAME=MODULE:ATTR"`` -> ``(NAME, the object)``; raises ``pytest.UsageError``."""
+    """``"NAME=MODULE:ATTR"`` (or ``"NAME=MODULE"``, a module that is the plugin) -> ``(NAME,
+    the object)``; raises ``pytest.UsageError``."""
     name, sep, target = spec.partition("=")
-    module_name, colon, attr = target.partition(":")
-    if not (sep and colon and name and module_name and attr):
-        raise pytest.UsageError(f"--walrus-plugin {spec!r}: expected NAME=MODULE:ATTRIBUTE")
+    module_name, _, attr = target.partition(":")
+    if not (sep and name and module_name):
+        raise pytest.UsageError(f"--walrus-plugin {spec!r}: expected NAME=MODULE[:ATTRIBUTE]")
     try:
         obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
+        for part in attr.split(".") if attr else ():
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
         raise pytest.UsageError(f"--walrus-plugin {spec!r}: {exc}") from exc
