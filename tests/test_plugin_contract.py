@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import walrus_fd
 from helpers import broken_backends
 
-from walrus_core import Walrus
-from walrus_core.contract import RULES
+from walrus_core import Walrus, available_backends
+from walrus_core.contract import RULES, check_plugin
 from walrus_core.errors import BackendUnavailableError
 from walrus_core.plugins import BackendRegistry
 
@@ -37,7 +36,9 @@ def test_every_rule_has_a_broken_backend() -> None:
 
 
 def test_the_working_twin_of_the_broken_backends_registers_and_works(tmp_path: Path) -> None:
-    registry = BackendRegistry({"fd": walrus_fd, "twin": broken_backends.WorkingFd()})
+    registry = BackendRegistry(
+        {"base": broken_backends.WorkingFd(), "twin": broken_backends.WorkingFd()}
+    )
     status = {s.name: s for s in registry.statuses()}["twin"]
     assert status.available and status.broken_rules == ()
     with Walrus(tmp_path / "wal", backend="twin", registry=registry) as wal:
@@ -51,7 +52,7 @@ def test_the_working_twin_of_the_broken_backends_registers_and_works(tmp_path: P
 def test_a_backend_breaking_a_rule_is_refused_and_named(
     rule: str, plugin: Any, tmp_path: Path
 ) -> None:
-    registry = BackendRegistry({"fd": walrus_fd, "broken": plugin})
+    registry = BackendRegistry({"base": broken_backends.WorkingFd(), "broken": plugin})
     statuses = {s.name: s for s in registry.statuses()}
     broken = statuses["broken"]
     assert not broken.available
@@ -61,8 +62,8 @@ def test_a_backend_breaking_a_rule_is_refused_and_named(
     with pytest.raises(BackendUnavailableError, match=rule):
         registry.chain("broken")
     # The other backends stay usable.
-    assert statuses["fd"].available
-    with Walrus(tmp_path / "wal", backend="fd", registry=registry) as wal:
+    assert statuses["base"].available
+    with Walrus(tmp_path / "wal", backend="base", registry=registry) as wal:
         assert wal.append_for_topic("t", b"still fine") == 0
 
 
@@ -99,7 +100,8 @@ def test_walrus_backends_reports_an_installed_broken_plugin(tmp_path: Path) -> N
     rows = {row["name"]: row for row in doc["backends"]}
     assert rows["swapped"]["available"] is False
     assert rows["swapped"]["broken_rules"] == ["parameter-order"]
-    assert rows["fd"]["available"] is True
+    # The other installed backends are still listed, as in this process.
+    assert set(rows) - {"swapped"} == {s.name for s in available_backends()}
     table = subprocess.run(
         [sys.executable, "-c", script.replace(', "--json"', "")],
         env={**env, "COLUMNS": "400"},
@@ -170,3 +172,24 @@ def test_the_conformance_suite_names_the_broken_guarantee(
     assert proc.returncode == 1, proc.stdout[-3000:]
     for guarantee in guarantees:
         assert guarantee in proc.stdout, proc.stdout[-5000:]
+
+
+def test_inspection_runs_no_property_of_the_plugin(tmp_path: Path) -> None:
+    registry = BackendRegistry({"hostile": broken_backends.HostileProperty()})
+    status = registry.statuses()[0]
+    assert status.available, status.reason  # a property is no hook: accepted, never run
+    with Walrus(tmp_path / "wal", backend="hostile", registry=registry) as wal:
+        assert wal.append_for_topic("t", b"x") == 0
+
+
+def test_static_hook_methods_are_accepted_whichever_way_they_are_decorated() -> None:
+    assert check_plugin(broken_backends.StaticHooks()) == []
+
+
+def test_one_plugin_object_can_serve_under_a_second_name(tmp_path: Path) -> None:
+    plugin = broken_backends.WorkingFd()
+    registry = BackendRegistry({"first": plugin}).with_plugins({"second": plugin})
+    assert {s.name: s.available for s in registry.statuses()} == {"first": True, "second": True}
+    with Walrus(tmp_path / "wal", backend="second", registry=registry) as wal:
+        assert wal.backend_chain == ("second",)
+        assert wal.append_for_topic("t", b"x") == 0

@@ -32,6 +32,8 @@ PARAMETER_ORDER = "parameter-order"
 UNSUPPORTED_OPTION = "unsupported-option"
 GENERATOR_FUNCTION = "generator-function"
 ASYNC_FUNCTION = "async-function"
+NOT_A_FUNCTION = "not-a-function"
+DUPLICATE_HOOK = "duplicate-hook"
 BACKEND_INFO = "backend-info"
 
 RULES: dict[str, str] = {
@@ -41,6 +43,8 @@ RULES: dict[str, str] = {
     UNSUPPORTED_OPTION: "no wrapper, hookwrapper, tryfirst or trylast option",
     GENERATOR_FUNCTION: "a hook returns its value; it is not a generator function",
     ASYNC_FUNCTION: "a hook returns its value; it is not an async function",
+    NOT_A_FUNCTION: "a hook is a function or a method (not a partial or a callable object)",
+    DUPLICATE_HOOK: "a plugin implements each hook once",
     BACKEND_INFO: "a backend implements walrus_backend_info and it returns a BackendInfo",
 }
 
@@ -88,54 +92,80 @@ def _parameters(fn: Callable[..., Any]) -> tuple[str, ...] | None:
     return tuple(names)
 
 
-def _hookimpl_options(plugin: Any, attr: str) -> dict[str, Any] | None:
-    """The options of ``@hookimpl`` on ``plugin.attr``, None if it is not marked."""
+_MARK = hookspecs.PROJECT + "_impl"
+
+
+def _static(plugin: Any, attr: str) -> tuple[bool, Any]:
+    """``plugin.attr`` without running properties or ``__getattr__`` (``(False, None)`` when
+    there is no such attribute)."""
     try:
-        fn = getattr(plugin, attr)
-    except Exception:
-        return None
-    opts = getattr(fn, hookspecs.PROJECT + "_impl", None)
-    return dict(opts) if isinstance(opts, dict) else None
+        return True, inspect.getattr_static(plugin, attr)
+    except AttributeError:
+        return False, None
+
+
+def _marker(static: Any) -> dict[str, Any] | None:
+    """The options ``@hookimpl`` left on an attribute (above or below a staticmethod or
+    classmethod decorator), None if it is not marked."""
+    for obj in (static, getattr(static, "__func__", None)):
+        if obj is None:
+            continue
+        try:
+            opts = inspect.getattr_static(obj, _MARK)
+        except AttributeError:
+            continue
+        if isinstance(opts, dict):
+            return dict(opts)
+    return None
+
+
+def _is_function(static: Any) -> bool:
+    """What pluggy registers as a hook: functions and methods, static or class methods."""
+    return isinstance(static, (staticmethod, classmethod)) or inspect.isroutine(static)
 
 
 def _attributes(plugin: Any) -> list[str]:
-    if isinstance(plugin, ModuleType):
-        return sorted(vars(plugin))
-    return sorted(dir(plugin))
+    names = vars(plugin) if isinstance(plugin, ModuleType) else dir(plugin)
+    return sorted(n for n in names if not (n.startswith("__") and n.endswith("__")))
+
+
+def implemented_hooks(plugin: Any) -> set[str]:
+    """The hooks ``plugin`` marks functions for (what pluggy must have registered)."""
+    hooks = set()
+    for attr in _attributes(plugin):
+        exists, static = _static(plugin, attr)
+        opts = _marker(static) if exists else None
+        if opts is not None and _is_function(static):
+            hooks.add(opts.get("specname") or attr)
+    return hooks
 
 
 def check_plugin(plugin: Any) -> list[Violation]:
     """Every rule ``plugin`` (a module or an object with hook methods) breaks; empty if none.
 
-    Checks what :func:`walrus_core.hookspecs` requires of each ``walrus_*`` attribute; whether
-    ``walrus_backend_info`` answers well is checked by the registry, which calls it.
+    Looks at the attributes statically (no property or ``__getattr__`` of the plugin runs).
+    Whether ``walrus_backend_info`` answers well is checked by the registry, which calls it.
     """
     found: list[Violation] = []
+    bound_to: dict[str, list[str]] = {}
     for attr in _attributes(plugin):
-        if attr.startswith("__"):
+        exists, static = _static(plugin, attr)
+        if not exists:
             continue
-        opts = _hookimpl_options(plugin, attr)
-        if opts is None and not attr.startswith(HOOK_PREFIX):
-            continue  # neither marked nor named like a hook: not ours to judge
-        fn = getattr(plugin, attr, None)
+        opts = _marker(static)
         if opts is None:
-            if not callable(fn) or isinstance(fn, type):
-                continue
-            if attr in SPEC_PARAMETERS:
-                found.append(
-                    Violation(
-                        UNMARKED_HOOK,
-                        f"{attr} is not marked with @hookimpl, so it would never be called",
+            if attr.startswith(HOOK_PREFIX) and _is_function(static):
+                if attr in SPEC_PARAMETERS:
+                    detail = f"{attr} is not marked with @hookimpl, so it would never be called"
+                    found.append(Violation(UNMARKED_HOOK, detail))
+                else:
+                    found.append(
+                        Violation(
+                            UNKNOWN_HOOK,
+                            f"{attr} is named like a hook but is none (and is not marked with"
+                            f" @hookimpl); hooks: {', '.join(sorted(SPEC_PARAMETERS))}",
+                        )
                     )
-                )
-            else:
-                found.append(
-                    Violation(
-                        UNKNOWN_HOOK,
-                        f"{attr} is named like a hook but is none (and is not marked with"
-                        f" @hookimpl); hooks: {', '.join(sorted(SPEC_PARAMETERS))}",
-                    )
-                )
             continue
         hook = opts.get("specname") or attr
         spec = SPEC_PARAMETERS.get(hook)
@@ -143,6 +173,16 @@ def check_plugin(plugin: Any) -> list[Violation]:
             known = ", ".join(sorted(SPEC_PARAMETERS))
             found.append(Violation(UNKNOWN_HOOK, f"{hook} is not a hook (hooks: {known})"))
             continue
+        if not _is_function(static):
+            found.append(
+                Violation(
+                    NOT_A_FUNCTION,
+                    f"{attr} is a {type(static).__name__}, not a function or method: pluggy"
+                    " would not register it and it would never be called",
+                )
+            )
+            continue
+        bound_to.setdefault(hook, []).append(attr)
         for option in UNSUPPORTED_OPTIONS:
             if opts.get(option):
                 found.append(
@@ -152,8 +192,11 @@ def check_plugin(plugin: Any) -> list[Violation]:
                         " once, directly, in the chain's order",
                     )
                 )
-        assert callable(fn)
-        target = inspect.unwrap(fn)
+        fn = getattr(plugin, attr)  # a function or method: no user code runs to get it
+        try:
+            target = inspect.unwrap(fn)
+        except ValueError:  # a __wrapped__ loop
+            target = fn
         if inspect.isgeneratorfunction(target):
             found.append(
                 Violation(GENERATOR_FUNCTION, f"{attr} is a generator function (it yields)")
@@ -170,6 +213,15 @@ def check_plugin(plugin: Any) -> list[Violation]:
                     PARAMETER_ORDER,
                     f"{shown} differs from the spec {_signature(hook, spec)}; hooks are"
                     " called with positional arguments",
+                )
+            )
+    for hook, attrs_ in sorted(bound_to.items()):
+        if len(attrs_) > 1:
+            found.append(
+                Violation(
+                    DUPLICATE_HOOK,
+                    f"{', '.join(attrs_)} all implement {hook}; the chain calls one"
+                    " implementation per plugin",
                 )
             )
     return found

@@ -22,7 +22,13 @@ import attrs
 import pluggy
 
 from walrus_core import hookspecs
-from walrus_core.contract import BACKEND_INFO, Violation, check_plugin
+from walrus_core.contract import (
+    BACKEND_INFO,
+    NOT_A_FUNCTION,
+    Violation,
+    check_plugin,
+    implemented_hooks,
+)
 from walrus_core.errors import BackendUnavailableError
 from walrus_core.storage import BackendInfo, OpenSpec, Storage
 
@@ -129,7 +135,11 @@ class BackendRegistry:
         self._broken = dict(self._import_failures)
         self._observers = dict(observers or {})
         for name, observer in self._observers.items():
-            violations = check_plugin(observer)
+            try:
+                violations = check_plugin(observer)
+            except Exception as exc:
+                log.warning("walrus observer %r cannot be inspected: %s", name, exc)
+                continue
             if violations:
                 log.warning(
                     "walrus observer %r is refused: it breaks %s",
@@ -144,17 +154,45 @@ class BackendRegistry:
         self._backends: dict[str, _Backend] = {}
         self._broken_rules: dict[str, tuple[str, ...]] = {}
         for name, plugin in self._plugins.items():
-            violations = check_plugin(plugin)
+            twin = next((b for b in self._backends.values() if b.plugin is plugin), None)
+            if twin is not None:  # one plugin object under a second name: the same backend
+                self._backends[name] = attrs.evolve(twin, name=name)
+                continue
+            try:
+                violations = check_plugin(plugin)
+            except Exception as exc:  # a plugin whose attributes cannot even be listed
+                self._broken[name] = f"cannot be inspected: {type(exc).__name__}: {exc}"
+                log.warning("walrus backend %r is unusable: %s", name, self._broken[name])
+                continue
             if violations:
                 self._refuse(name, violations)
                 continue
             try:
                 self._pm.register(plugin, name=name)
                 impls = self._impls_of(plugin)
+                unregistered = implemented_hooks(plugin) - set(impls)
+                if unregistered:
+                    raise _Refused(
+                        Violation(
+                            NOT_A_FUNCTION,
+                            f"pluggy {pluggy.__version__} did not register"
+                            f" {', '.join(sorted(unregistered))}: mark plain functions or"
+                            " methods (put @hookimpl below @staticmethod or @classmethod)",
+                        )
+                    )
                 info_fn = impls.get("walrus_backend_info")
                 if info_fn is None:
                     raise _Refused(Violation(BACKEND_INFO, "walrus_backend_info is missing"))
-                info = info_fn()
+                try:
+                    info = info_fn()
+                except Exception as exc:
+                    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
+                    raise _Refused(
+                        Violation(
+                            BACKEND_INFO,
+                            f"walrus_backend_info raised {type(exc).__name__}: {message}",
+                        )
+                    ) from exc
                 if not isinstance(info, BackendInfo):
                     raise _Refused(
                         Violation(
@@ -169,7 +207,8 @@ class BackendRegistry:
                 continue
             except Exception as exc:  # a broken third-party plugin must not break the others
                 self._unregister(plugin)
-                self._broken[name] = f"{type(exc).__name__}: {exc}"
+                message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
+                self._broken[name] = f"{type(exc).__name__}: {message}"
                 log.warning("walrus backend %r is unusable: %s", name, exc)
                 continue
             self._backends[name] = _Backend(name=name, plugin=plugin, info=info, impls=impls)

@@ -39,6 +39,10 @@ def _always_available() -> str | None:
     return None
 
 
+def _as_tuple(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class BackendInfo:
     """What a backend plugin says about itself (returned by ``walrus_backend_info``); it is
@@ -58,15 +62,23 @@ class BackendInfo:
     store): the conformance suite then skips its crash tests, saying why.
     """
 
-    version: str
-    layers_over: str | None = None
-    platforms: tuple[str, ...] = ("*",)
-    install: str = ""
-    description: str = ""
-    probe: Callable[[], str | None] = _always_available
-    auto_priority: int = 0
-    family: str = ""
-    durable: bool = True
+    version: str = attrs.field(validator=attrs.validators.instance_of(str))
+    layers_over: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+    )
+    platforms: tuple[str, ...] = attrs.field(
+        default=("*",),
+        converter=_as_tuple,
+        validator=attrs.validators.deep_iterable(attrs.validators.instance_of(str)),
+    )
+    install: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    description: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    probe: Callable[[], str | None] = attrs.field(
+        default=_always_available, validator=attrs.validators.is_callable()
+    )
+    auto_priority: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
+    family: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    durable: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen

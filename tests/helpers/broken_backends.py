@@ -1,50 +1,72 @@
 """Backends that break the plugin contract, one rule each, and backends that register fine but
 break a behaviour guarantee (for the conformance suite to catch).
 
-Every class here wraps the FD backend's real implementations, so that each one differs from a
-working backend in exactly one way.
+Every class here derives from :class:`WorkingFd`, a small correct base backend on the os
+module's positional I/O (self-contained, so these fixtures run in every tox env whatever
+backend is installed), and differs from it in exactly one way.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
-
-import walrus_fd
 
 from walrus_core.plugin import BackendInfo, Buffers, OpenSpec, Storage, WriteOp, hookimpl
 
 
+def _open(spec: OpenSpec) -> int:
+    fd = os.open(spec.path, os.O_RDWR | (os.O_CREAT if spec.create else 0), 0o644)
+    if os.fstat(fd).st_size < spec.size:
+        os.ftruncate(fd, spec.size)
+    return fd
+
+
+def _write(fd: int, offset: int, buffers: Buffers, nbytes: int) -> None:
+    data = b"".join(bytes(b) for b in buffers)
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+def _read(fd: int, offset: int, size: int) -> bytes:
+    return os.pread(fd, size, offset)
+
+
 class WorkingFd:
-    """A correct base backend: the FD backend's functions under another name."""
+    """A correct base backend: os.pread/os.pwrite on one descriptor."""
 
     @hookimpl
     def walrus_backend_info(self) -> BackendInfo:
-        return BackendInfo(version="1", description="fd, as a test backend")
+        return BackendInfo(version="1", description="positional I/O, as a test backend")
 
     @hookimpl
     def walrus_open(self, spec: OpenSpec, lower: Storage | None) -> Any:
-        return walrus_fd.walrus_open(spec, lower)
+        return _open(spec)
 
     @hookimpl
     def walrus_write(self, handle: Any, offset: int, buffers: Buffers, nbytes: int) -> None:
-        walrus_fd.walrus_write(handle, offset, buffers, nbytes)
+        _write(handle, offset, buffers, nbytes)
 
     @hookimpl
     def walrus_read(self, handle: Any, offset: int, size: int) -> bytes:
-        return walrus_fd.walrus_read(handle, offset, size)
+        return _read(handle, offset, size)
 
     @hookimpl
     def walrus_flush(self, handle: Any) -> None:
-        walrus_fd.walrus_flush(handle)
+        os.fsync(handle)
 
     @hookimpl
     def walrus_batch_submit(self, handle: Any, ops: Sequence[WriteOp], sync: bool) -> None:
-        walrus_fd.walrus_batch_submit(handle, ops, sync)
+        for op in ops:
+            _write(handle, op.offset, op.buffers, op.nbytes)
+        if sync:
+            os.fsync(handle)
 
     @hookimpl
     def walrus_close(self, handle: Any) -> None:
-        walrus_fd.walrus_close(handle)
+        os.close(handle)
 
 
 # --- one broken registration rule each ------------------------------------------------------
@@ -55,7 +77,7 @@ class SwappedReadParameters(WorkingFd):
 
     @hookimpl
     def walrus_read(self, handle: Any, size: int, offset: int) -> bytes:  # type: ignore[override]
-        return walrus_fd.walrus_read(handle, offset, size)
+        return _read(handle, offset, size)
 
 
 class MisspelledHook(WorkingFd):
@@ -63,14 +85,14 @@ class MisspelledHook(WorkingFd):
 
     @hookimpl
     def walrus_wirte(self, handle: Any, offset: int, buffers: Buffers, nbytes: int) -> None:
-        walrus_fd.walrus_write(handle, offset, buffers, nbytes)
+        _write(handle, offset, buffers, nbytes)
 
 
 class UnmarkedHook(WorkingFd):
     """A hook-named function that forgot @hookimpl (the inherited one is marked: shadowed)."""
 
     def walrus_flush(self, handle: Any) -> None:
-        walrus_fd.walrus_flush(handle)
+        os.fsync(handle)
 
 
 class WrapperWrite(WorkingFd):
@@ -89,7 +111,7 @@ class HookwrapperFlush(WorkingFd):
 
     @hookimpl(hookwrapper=True)
     def walrus_flush(self, handle: Any) -> None:
-        walrus_fd.walrus_flush(handle)
+        os.fsync(handle)
 
 
 class TryfirstRead(WorkingFd):
@@ -97,13 +119,13 @@ class TryfirstRead(WorkingFd):
 
     @hookimpl(tryfirst=True)
     def walrus_read(self, handle: Any, offset: int, size: int) -> bytes:
-        return walrus_fd.walrus_read(handle, offset, size)
+        return _read(handle, offset, size)
 
 
 class TrylastClose(WorkingFd):
     @hookimpl(trylast=True)
     def walrus_close(self, handle: Any) -> None:
-        walrus_fd.walrus_close(handle)
+        os.close(handle)
 
 
 class GeneratorRead(WorkingFd):
@@ -111,7 +133,7 @@ class GeneratorRead(WorkingFd):
 
     @hookimpl
     def walrus_read(self, handle: Any, offset: int, size: int) -> Iterator[bytes]:  # type: ignore[override]
-        yield walrus_fd.walrus_read(handle, offset, size)
+        yield _read(handle, offset, size)
 
 
 class AsyncFlush(WorkingFd):
@@ -119,7 +141,7 @@ class AsyncFlush(WorkingFd):
 
     @hookimpl
     async def walrus_flush(self, handle: Any) -> None:  # type: ignore[override]
-        walrus_fd.walrus_flush(handle)
+        os.fsync(handle)
 
 
 class NoBackendInfo:
@@ -127,7 +149,7 @@ class NoBackendInfo:
 
     @hookimpl
     def walrus_open(self, spec: OpenSpec, lower: Storage | None) -> Any:
-        return walrus_fd.walrus_open(spec, lower)
+        return _open(spec)
 
 
 class WrongBackendInfo(WorkingFd):
@@ -157,7 +179,7 @@ class LosesLateWrites(WorkingFd):
     @hookimpl
     def walrus_write(self, handle: Any, offset: int, buffers: Buffers, nbytes: int) -> None:
         if offset < 8192:
-            walrus_fd.walrus_write(handle, offset, buffers, nbytes)
+            _write(handle, offset, buffers, nbytes)
 
 
 class ReadsOneByteLate(WorkingFd):
@@ -165,7 +187,7 @@ class ReadsOneByteLate(WorkingFd):
 
     @hookimpl
     def walrus_read(self, handle: Any, offset: int, size: int) -> bytes:
-        return walrus_fd.walrus_read(handle, offset + 1, size)
+        return _read(handle, offset + 1, size)
 
 
 lossy = LosesLateWrites()
@@ -178,7 +200,7 @@ class MisspelledUnmarked(WorkingFd):
     """A typo without the marker: neither pluggy nor the engine would ever call it."""
 
     def walrus_wrtie(self, handle: Any, offset: int, buffers: Buffers, nbytes: int) -> None:
-        walrus_fd.walrus_write(handle, offset, buffers, nbytes)
+        _write(handle, offset, buffers, nbytes)
 
 
 class RenamedWithSpecname(WorkingFd):
@@ -186,8 +208,56 @@ class RenamedWithSpecname(WorkingFd):
 
     @hookimpl(specname="walrus_read")
     def read_bytes(self, handle: Any, size: int, offset: int) -> bytes:
-        return walrus_fd.walrus_read(handle, offset, size)
+        return _read(handle, offset, size)
 
 
 BROKEN_RULES["unknown-hook"].append(MisspelledUnmarked())
 BROKEN_RULES["parameter-order"].append(RenamedWithSpecname())
+
+
+class PartialWrite(WorkingFd):
+    """A marked functools.partial: pluggy registers only functions and methods."""
+
+    def __init__(self) -> None:
+        self.walrus_flush = hookimpl(functools.partial(os.fsync))
+
+
+class TwoWrites(WorkingFd):
+    """Two methods for one hook (specname): which one the chain called would be luck."""
+
+    @hookimpl(specname="walrus_write")
+    def zz_write(self, handle: Any, offset: int, buffers: Buffers, nbytes: int) -> None:
+        _write(handle, offset, buffers, nbytes)
+
+
+class StaticHooks:
+    """Accepted: @hookimpl above or below @staticmethod, as pluggy allows."""
+
+    @hookimpl
+    @staticmethod
+    def walrus_backend_info() -> BackendInfo:
+        return BackendInfo(version="1")
+
+    @staticmethod
+    @hookimpl
+    def walrus_open(spec: OpenSpec, lower: Storage | None) -> Any:
+        return _open(spec)
+
+
+class HostileProperty(WorkingFd):
+    """A property that raises when read: inspection must not run it."""
+
+    @property
+    def walrus_state(self) -> Any:
+        raise RuntimeError("lazy state not ready")
+
+
+BROKEN_RULES["not-a-function"] = [PartialWrite()]
+BROKEN_RULES["duplicate-hook"] = [TwoWrites()]
+BROKEN_RULES["backend-info"].append(
+    type(
+        "BadInfoField",
+        (WorkingFd,),
+        {"walrus_backend_info": hookimpl(lambda self: BackendInfo(version="1", layers_over=["x"]))},  # type: ignore[arg-type]
+    )()
+)

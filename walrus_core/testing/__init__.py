@@ -10,8 +10,9 @@ exercise: ``test_storage_contract`` calls the hooks directly, through the backen
 way the engine does; ``test_log_behaviour`` runs a whole log on the backend;
 ``test_durability`` kills a writer process and simulates power loss (backends that declare
 ``durable=False`` skip it, saying so) and injects disk errors through the fault layer. Every
-test's name says the hook or behaviour it checks, and every failure message starts with the
-guarantee that broke.
+test's name says the hook or behaviour it checks; the storage and durability tests word each
+failure as ``guarantee broken: <the guarantee>: <what was seen>``, the log tests compare what
+the log returned with what was appended.
 """
 
 from walrus_core.testing.plugin import SMALL_GEOMETRY, OpenWalrus, StorageOpener

@@ -97,18 +97,35 @@ def _backends_to_test(config: pytest.Config) -> list[str]:
     if cached is not None:
         return cached
     requested = _requested(config)
-    registry = registry_for(config.getoption("--walrus-plugin"))
+    plugin_specs: list[str] = config.getoption("--walrus-plugin")
+    registry = registry_for(plugin_specs)
+    statuses = {status.name: status for status in registry.statuses()}
+    for spec in plugin_specs:  # a backend asked for explicitly must not vanish quietly
+        name = spec.partition("=")[0]
+        if not statuses[name].available:
+            raise pytest.UsageError(f"--walrus-plugin {spec}: {statuses[name].reason}")
     names: list[str] = []
     for name in requested:
         if name == ALL:
-            names.extend(s.name for s in registry.statuses() if s.available)
-        else:
-            names.append(name)
+            names.extend(s.name for s in statuses.values() if s.available)
+            continue
+        try:
+            registry.select(name)
+        except BackendUnavailableError as exc:
+            raise pytest.UsageError(f"--walrus-backend {name}: {exc}") from exc
+        names.append(name)
     names = list(dict.fromkeys(names))
     if not names:
         raise pytest.UsageError("--walrus-backend=all: no installed backend can run here")
     config._walrus_backends = names  # type: ignore[attr-defined]
     return names
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check backends named on the command line at once: one usage error, not an error per
+    test module. (Nothing is loaded in a run that names none.)"""
+    if config.getoption("--walrus-backend") or config.getoption("--walrus-plugin"):
+        _backends_to_test(config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -124,10 +141,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run every test that uses ``walrus_backend`` once per backend under test."""
-    if "walrus_backend" in metafunc.fixturenames:
-        names = _backends_to_test(metafunc.config)
-        metafunc.parametrize("walrus_backend", names, ids=names, scope="session")
+    """Run every test that uses ``walrus_backend`` once per backend under test, unless a
+    conftest or test module defines a ``walrus_backend`` fixture of its own (it wins)."""
+    if "walrus_backend" not in metafunc.fixturenames:
+        return
+    definitions = getattr(metafunc, "_arg2fixturedefs", {}).get("walrus_backend", ())
+    if definitions and definitions[-1].baseid:  # "" is a plugin's fixture: ours
+        return
+    names = _backends_to_test(metafunc.config)
+    metafunc.parametrize("walrus_backend", names, ids=names, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def walrus_backend(request: pytest.FixtureRequest) -> str:
+    """The name of the backend under test (one per ``--walrus-backend``)."""
+    return str(getattr(request, "param", None) or _backends_to_test(request.config)[0])
 
 
 @pytest.fixture(scope="session")

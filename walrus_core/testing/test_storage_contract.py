@@ -4,6 +4,8 @@ the backend under test and invoked directly on the :class:`~walrus_core.storage.
 from __future__ import annotations
 
 import errno
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -284,4 +286,110 @@ def test_hook_walrus_open_reports_a_bad_path_as_oserror(open_storage: StorageOpe
         open_storage("plain/file", MiB)
     assert raised.value.errno in (errno.ENOTDIR, errno.ENOENT), broken(
         "a path that cannot hold the file is OSError with its errno", repr(raised.value)
+    )
+
+
+def test_hook_walrus_discard_of_one_small_block_spares_its_neighbours(
+    open_storage: StorageOpener,
+) -> None:
+    """walrus_discard of a 4 KiB range (the smallest block the engine uses) zeroes exactly
+    that range: the blocks on both sides keep every byte."""
+    storage = open_storage("discard-small", MiB)
+    if storage.discard is None:
+        pytest.skip("the chain implements no walrus_discard (optional hook)")
+    block = 4096
+    data = _pattern(6 * block, 9)
+    storage.write(0, [data], len(data))
+    storage.flush()
+    try:
+        storage.discard(2 * block, block)
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            pytest.skip(f"this file system refuses to discard: {exc}")
+        raise
+    _expect(storage.read(2 * block, block), bytes(block), "a discarded block reads as zeros")
+    _expect(storage.read(0, 2 * block), data[: 2 * block], "a discard spares the bytes before")
+    _expect(
+        storage.read(3 * block, 3 * block), data[3 * block :], "a discard spares the bytes after"
+    )
+
+
+def test_hook_walrus_read_across_large_boundaries_is_whole(open_storage: StorageOpener) -> None:
+    """A read is whole wherever it starts and ends: across 4 KiB pages, 64 KiB chunks and
+    1 MiB, and for sizes of a few MiB."""
+    storage = open_storage("boundaries", 8 * MiB)
+    data = _pattern(5 * MiB, 10)
+    storage.write(0, [data], len(data))
+    for offset, size in [(65_536 - 3, 10), (4093, 70_000), (MiB - 1, 2), (17, 3 * MiB + 5)]:
+        _expect(
+            storage.read(offset, size),
+            data[offset : offset + size],
+            f"a read returns the bytes written (offset {offset}, {size} bytes)",
+        )
+
+
+def test_hook_walrus_read_returns_bytes_that_stay(open_storage: StorageOpener) -> None:
+    """What walrus_read returned stays as it was while the file changes and other reads run:
+    the engine keeps returned bytes (read-ahead, cursors) without copying them."""
+    storage = open_storage("kept")
+    storage.write(0, [b"A" * 8192], 8192)
+    first = storage.read(0, 4096)
+    storage.write(0, [b"B" * 8192], 8192)
+    storage.read(0, 8192)
+    storage.read(4096, 4096)
+    assert bytes(first) == b"A" * 4096, broken(
+        "bytes returned by a read do not change afterwards",
+        first_difference(bytes(first), b"A" * 4096),
+    )
+
+
+def test_concurrent_writes_of_disjoint_ranges_all_land(open_storage: StorageOpener) -> None:
+    """Writes from several threads at once to disjoint ranges of one handle (topics sharing a
+    data file) all land whole, with nothing of one in another's range."""
+    storage = open_storage("parallel", 8 * MiB)
+    threads_n, writes_n, chunk = 4, 200, 1000
+    errors: list[str] = []
+    start = threading.Barrier(threads_n)
+
+    def writer(t: int) -> None:
+        try:
+            start.wait()
+            for i in range(writes_n):
+                offset = (i * threads_n + t) * chunk
+                parts = [_pattern(chunk // 2, t * 7 + i), _pattern(chunk - chunk // 2, i)]
+                storage.write(offset, parts, chunk)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(f"writer {t}: {exc!r}")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[0]
+    for t in range(threads_n):
+        for i in range(writes_n):
+            offset = (i * threads_n + t) * chunk
+            expected = _pattern(chunk // 2, t * 7 + i) + _pattern(chunk - chunk // 2, i)
+            got = bytes(storage.read(offset, chunk))
+            assert got == expected, broken(
+                "concurrent writes to disjoint ranges all land whole",
+                f"thread {t}, write {i} at {offset}: {first_difference(got, expected)}",
+            )
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="counts descriptors through /proc/self/fd"
+)
+def test_hook_walrus_close_leaves_no_descriptor_open(open_storage: StorageOpener) -> None:
+    """Opening and closing a file many times leaves no descriptor behind (a log reopens its
+    files on demand for as long as it runs)."""
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(50):
+        storage = open_storage(f"cycle-{i % 3}", MiB, sync_each=bool(i % 2))
+        storage.write(0, [b"x"], 1)
+        open_storage.close(storage)
+    after = len(os.listdir("/proc/self/fd"))
+    assert after <= before, broken(
+        "walrus_close releases what walrus_open took", f"{after - before} descriptors more"
     )
