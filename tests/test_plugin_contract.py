@@ -59,8 +59,9 @@ def test_a_backend_breaking_a_rule_is_refused_and_named(
     assert rule in broken.broken_rules  # a wrapper also yields: it may break two
     assert broken.reason is not None and f"rule {rule!r}" in broken.reason
     assert "broken" not in registry.names()
-    with pytest.raises(BackendUnavailableError, match=rule):
+    with pytest.raises(BackendUnavailableError, match=rule) as refused:
         registry.chain("broken")
+    assert "pip install" not in str(refused.value)  # it is installed: reinstalling won't help
     # The other backends stay usable.
     assert statuses["base"].available
     with Walrus(tmp_path / "wal", backend="base", registry=registry) as wal:

@@ -340,9 +340,11 @@ class BackendRegistry:
     def _unusable_reason(self, name: str, seen: tuple[str, ...] = ()) -> str | None:
         backend = self._backends.get(name)
         if backend is None:
-            why = self._broken.get(name, "it is not installed")
+            if name in self._broken:  # installed, but refused or broken: reinstalling won't help
+                return f"backend {name!r} is unavailable ({self._broken[name]})"
             return (
-                f"backend {name!r} is unavailable ({why}); install it with: {_install_hint(name)}"
+                f"backend {name!r} is unavailable (it is not installed); install it with:"
+                f" {_install_hint(name)}"
             )
         if name in seen:
             return f"backend {name!r} layers over itself: {' -> '.join((*seen, name))}"

@@ -72,8 +72,8 @@ def load_plugin_spec(spec: str) -> tuple[str, Any]:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split(".") if attr else ():
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise pytest.UsageError(f"--walrus-plugin {spec!r}: {exc}") from exc
+    except Exception as exc:  # whatever the module raises while it is imported
+        raise pytest.UsageError(f"--walrus-plugin {spec!r}: {type(exc).__name__}: {exc}") from exc
     return name, obj
 
 
