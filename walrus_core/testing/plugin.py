@@ -92,8 +92,12 @@ def _requested(config: pytest.Config) -> list[str]:
     return names
 
 
+#: The backends this run tests, worked out once per run.
+_BACKENDS_KEY = pytest.StashKey[list[str]]()
+
+
 def _backends_to_test(config: pytest.Config) -> list[str]:
-    cached: list[str] | None = getattr(config, "_walrus_backends", None)
+    cached = config.stash.get(_BACKENDS_KEY, None)
     if cached is not None:
         return cached
     requested = _requested(config)
@@ -117,7 +121,7 @@ def _backends_to_test(config: pytest.Config) -> list[str]:
     names = list(dict.fromkeys(names))
     if not names:
         raise pytest.UsageError("--walrus-backend=all: no installed backend can run here")
-    config._walrus_backends = names  # type: ignore[attr-defined]
+    config.stash[_BACKENDS_KEY] = names
     return names
 
 
