@@ -54,7 +54,7 @@ from walrus_core import (
     StorageError,
     Walrus,
 )
-from walrus_core.hookspecs import hookimpl
+from walrus_core.plugin import hookimpl
 from walrus_core.plugins import BackendRegistry, default_registry
 
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 4}

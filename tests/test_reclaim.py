@@ -521,8 +521,8 @@ def test_bad_retention_is_refused() -> None:
 def test_hook_walrus_stats_report_reaches_observer_plugins(
     wal_dir: Path, backend_name: str
 ) -> None:
-    from walrus_core.hookspecs import hookimpl
     from walrus_core.info import Stats
+    from walrus_core.plugin import hookimpl
 
     seen: list[tuple[str, Stats]] = []
 

@@ -20,8 +20,7 @@ from types import ModuleType
 
 from walrus_core import FsyncSchedule, Walrus
 from walrus_core.format import parse_data_file_name
-from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo, BackendRegistry, default_registry
+from walrus_core.plugin import BackendInfo, BackendRegistry, default_registry, hookimpl
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
 HELPERS = Path(__file__).parent / "helpers"

@@ -17,8 +17,7 @@ import pytest
 
 import walrus_core
 from walrus_core import BackendUnavailableError, Walrus
-from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo, BackendRegistry
+from walrus_core.plugin import BackendInfo, BackendRegistry, hookimpl
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
 
@@ -161,7 +160,6 @@ def test_missing_backends_name_the_pip_install_line() -> None:
         reg.chain("nope")
     with pytest.raises(BackendUnavailableError, match="pip install walrus-base2"):
         registry(layer=CountingLayer("base2")).chain("layer")
-
 
 
 def test_auto_with_nothing_installed_for_the_platform_says_so_and_names_no_backend() -> None:

@@ -36,8 +36,7 @@ import time
 from typing import Any
 
 from walrus_core import FsyncSchedule, Walrus
-from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo, BackendRegistry, default_registry
+from walrus_core.plugin import BackendInfo, BackendRegistry, default_registry, hookimpl
 
 TOPICS = ("alpha", "beta", "gamma")
 GEOMETRY = {"block_size": 4096, "blocks_per_file": 16}

@@ -38,8 +38,7 @@ from walrus_core import (
     Walrus,
 )
 from walrus_core import format as fmt
-from walrus_core.hookspecs import hookimpl
-from walrus_core.plugins import BackendInfo, BackendRegistry, default_registry
+from walrus_core.plugin import BackendInfo, BackendRegistry, default_registry, hookimpl
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
 TESTS = Path(__file__).resolve().parent.parent
