@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the demo producer/consumer on the default embedded setup (FD backend).
 # Needs only Python >= 3.11 with pip: creates .venv (once), installs walrus-core and walrus-fd
-# from this checkout into it (editable; again only when a pyproject.toml changed), then runs
+# from this checkout into it (editable, in the mode type checkers follow; again only when a
+# pyproject.toml changed), then runs
 # `python -m walrus_core.demo`. Arguments go to the demo. Works from any directory and is safe
 # to run again and again.
 set -euo pipefail
@@ -23,7 +24,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] ||
     ! "$VENV/bin/python" -c 'import walrus_core, walrus_fd' >/dev/null 2>&1; then
     echo "==> installing walrus-core and walrus-fd (editable) into $VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -e . -e plugins/walrus_fd
+        -e . -e plugins/walrus_fd --config-settings editable_mode=compat
     printf '%s\n' "$WANT" >"$STAMP"
 fi
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Run every check of the project through tox: the pytest suite against each backend, the
-# backend selection checks, ruff (lint) and
-# mypy --strict (type). Needs only Python >= 3.11 with pip; tox is installed into .venv-tools
-# on first use. Arguments go to tox unchanged:
+# backend selection checks, the README's and the docs' examples, ruff (lint), mypy --strict
+# (type), the docs build and the distributions. Needs only Python >= 3.11 with pip; tox is
+# installed into .venv-tools on first use.
 #
-#   bash scripts/test.sh                      # all envs
-#   bash scripts/test.sh -e py311-fd -- -k batch # one env, args after -- go to pytest
-#   bash scripts/test.sh -r                   # recreate the envs (after a pyproject.toml change)
+# With no arguments every env runs, $TOX_PARALLEL at a time (default: the number of CPUs, at
+# most 4; 1 runs them one after another, with their output as it comes). In parallel, tox shows
+# the output of the envs that failed. With arguments, they go to tox unchanged:
+#
+#   bash scripts/test.sh                          # all envs, in parallel
+#   bash scripts/test.sh -e py311-fd -- -k batch  # one env, args after -- go to pytest
+#   bash scripts/test.sh -r                       # recreate the envs (after a pyproject.toml change)
 #
 # Works from any directory and is safe to run again and again.
 set -euo pipefail
@@ -26,5 +30,22 @@ if ! "$TOOLS/bin/python" -c \
     "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check 'tox>=4.4,<5'
 fi
 
-echo "==> tox $*"
-exec "$TOOLS/bin/python" -m tox "$@"
+TOX=("$TOOLS/bin/python" -m tox)
+if [ "$#" -gt 0 ]; then
+    echo "==> tox $*"
+    exec "${TOX[@]}" "$@"
+fi
+
+CPUS="$("$TOOLS/bin/python" -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)')"
+PARALLEL="${TOX_PARALLEL:-$((CPUS < 4 ? CPUS : 4))}"
+if [ "$PARALLEL" -le 1 ]; then
+    echo "==> tox (every env, one after another)"
+    exec "${TOX[@]}"
+fi
+# One env first installs what the others share: liburing's wheel is built once (pip's cache
+# serves it to every later env) and the accelerator is compiled once, not by several envs at
+# the same moment.
+echo "==> tox -e py311-uring --notest (the shared builds, once)"
+"${TOX[@]}" run -e py311-uring --notest -q
+echo "==> tox run-parallel --parallel $PARALLEL (every env)"
+exec "${TOX[@]}" run-parallel --parallel "$PARALLEL" --parallel-no-spinner

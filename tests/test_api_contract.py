@@ -449,7 +449,7 @@ def test_env_backend_default(
     with Walrus(data_dir=wal_dir, fsync=FsyncSchedule.no_fsync(), **GEOMETRY) as wal:
         assert wal.backend_chain[0] in backend_name.split(",")
     monkeypatch.setenv("WALRUS_BACKEND", "no-such-backend-xyz")
-    with pytest.raises(BackendUnavailableError, match="pip install"):
+    with pytest.raises(BackendUnavailableError, match="no backend named 'no-such-backend-xyz'"):
         Walrus(data_dir=wal_dir, fsync=FsyncSchedule.no_fsync(), **GEOMETRY)
 
 
@@ -550,7 +550,7 @@ def test_disable_fd_backend_makes_auto_resolve_to_mmap(
 
 
 def test_unknown_backend(wal_dir: Path) -> None:
-    with pytest.raises(BackendUnavailableError, match=r"pip install \S+") as info:
+    with pytest.raises(BackendUnavailableError, match=r"; installed: [a-z]") as info:
         Walrus(
             data_dir=wal_dir,
             backend="definitely-not-installed",

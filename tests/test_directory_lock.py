@@ -4,6 +4,7 @@ process or another, raises DirectoryLockedError until the first is closed")."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -220,3 +221,51 @@ def test_namespaced_instances_do_not_conflict(tmp_path: Path, backend_name: str)
             got = wal.batch_read_for_topic(topic, 100, start_offset=0)
             assert [e.data for e in got] == [data]
             assert wal.topics() == [topic], f"namespace {key!r} sees another namespace's topics"
+
+
+def test_the_refusal_names_the_holding_process(tmp_path: Path, backend_name: str) -> None:
+    """Guarantee: DirectoryLockedError names the pid of the process holding the directory (in
+    its message and as ``holder_pid``): another process's, or this one's when the other
+    instance is in this process."""
+    root = tmp_path / "wal"
+    holder = Holder(root, backend_name)
+    try:
+        error = expect_locked(root, backend_name)
+        assert error.holder_pid == holder.proc.pid
+        assert f"in process {holder.proc.pid}" in str(error)
+    finally:
+        holder.release("close")
+        holder.cleanup()
+    with open_wal(root, backend_name):
+        error = expect_locked(root, backend_name)
+        assert error.holder_pid == os.getpid()
+        assert "in this process" in str(error)
+
+
+@pytest.mark.parametrize("release", ["close", "kill"])
+def test_the_lock_file_keeps_no_stale_pid(tmp_path: Path, backend_name: str, release: str) -> None:
+    """Guarantee: while held, LOCK holds the holder's pid; a clean close empties it. After a
+    SIGKILL the dead pid may stay in the file, but a refused opener never names a dead
+    process, and the next holder replaces it."""
+    root = tmp_path / "wal"
+    holder = Holder(root, backend_name)
+    lock_file = root / "LOCK"
+    try:
+        assert lock_file.read_text().strip() == str(holder.proc.pid)
+        holder.release(release)
+    finally:
+        holder.cleanup()
+    if release == "close":
+        assert lock_file.read_text() == ""
+    else:
+        assert lock_file.read_text().strip() == str(holder.proc.pid)  # the kernel dropped the lock
+        dead = holder.proc.pid
+        # A holder that died before writing its own pid leaves the old one: never named.
+        with open_wal(root, backend_name):
+            lock_file.write_text(f"{dead}\n")
+            error = expect_locked(root, backend_name)
+            assert error.holder_pid is None
+            assert str(dead) not in str(error)
+    with open_wal(root, backend_name):
+        assert lock_file.read_text().strip() == str(os.getpid())
+    assert lock_file.read_text() == ""

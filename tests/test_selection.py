@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import walrus_core
-from walrus_core import BackendUnavailableError, Walrus
+from walrus_core import BackendUnavailableError, Walrus, distributions
 from walrus_core.plugin import BackendInfo, BackendRegistry, hookimpl
 from walrus_core.storage import Buffers, OpenSpec, Storage, WriteOp
 
@@ -154,19 +154,68 @@ def test_an_explicit_backend_that_cannot_run_raises_with_the_reason() -> None:
     assert reg.chain("fast,base").names == ("base",)
 
 
-def test_missing_backends_name_the_pip_install_line() -> None:
+def test_an_unknown_name_lists_what_is_installed_and_invents_no_package() -> None:
     reg = registry(base=FakeBase())
-    with pytest.raises(BackendUnavailableError, match="pip install walrus-nope"):
+    with pytest.raises(BackendUnavailableError) as info:
         reg.chain("nope")
-    with pytest.raises(BackendUnavailableError, match="pip install walrus-base2"):
+    assert str(info.value) == "no backend named 'nope'; installed: base"
+    assert "pip install" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("asked", "meant"), [("BASE", "base"), ("bsae", "base"), ("base2", "base"), ("Base ", "base")]
+)
+def test_a_misspelt_name_gets_did_you_mean(asked: str, meant: str) -> None:
+    reg = registry(base=FakeBase())
+    with pytest.raises(BackendUnavailableError, match=f"did you mean {meant!r}[?]"):
+        reg.chain(asked)  # a preference list strips spaces: "Base " is "Base"
+
+
+def test_a_missing_project_backend_names_its_distribution_and_its_folder() -> None:
+    reg = registry(base=FakeBase())
+    with pytest.raises(BackendUnavailableError) as info:
+        reg.chain("mmap")
+    message = str(info.value)
+    assert "backend 'mmap' is not installed; it is the distribution walrus-mmap" in message
+    root = distributions.checkout_root()
+    if root is not None:  # tests run from the checkout: the exact command for it
+        assert f"pip install {root / 'plugins' / 'walrus_mmap'}" in message
+    else:
+        assert "pip install plugins/walrus_mmap" in message
+        assert "pip install walrus-mmap" in message
+    # A misspelling of a project backend that is not installed says both.
+    with pytest.raises(BackendUnavailableError, match=r"did you mean 'uring'\? \(backend 'uring'"):
+        reg.chain("urin")
+
+
+def test_install_instructions_without_a_checkout_name_both_sources(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(distributions, "checkout_root", lambda: None)
+    text = distributions.install_instructions("fd")
+    assert text is not None
+    assert "walrus-fd" in text
+    assert "pip install plugins/walrus_fd" in text
+    assert "pip install walrus-fd" in text
+    assert distributions.install_instructions("no-such") is None
+
+
+def test_a_layer_over_a_missing_backend_says_which_one_is_missing() -> None:
+    with pytest.raises(BackendUnavailableError) as info:
         registry(layer=CountingLayer("base2")).chain("layer")
+    assert str(info.value).startswith(
+        "backend 'layer' layers over 'base2', which is unusable: no backend named 'base2'"
+    )
 
 
 def test_auto_with_nothing_installed_for_the_platform_says_so_and_names_no_backend() -> None:
     # The registry knows backends only from their BackendInfo: with none installed for the
     # platform it can say what is installed, not invent a package name.
-    with pytest.raises(BackendUnavailableError, match="platform 'win32'; installed: none"):
+    with pytest.raises(BackendUnavailableError, match="platform 'win32'; installed: none") as info:
         registry().chain("auto", platform="win32")
+    # ... and how to install the project's base backends.
+    assert "walrus-fd" in str(info.value)
+    assert "walrus-mmap" in str(info.value)
     with pytest.raises(BackendUnavailableError, match="platform 'win32'; installed: base"):
         registry(base=FakeBase(platforms=("linux",))).chain("auto", platform="win32")
 

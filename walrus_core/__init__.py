@@ -8,7 +8,7 @@
 
 from walrus_core.api import Walrus
 from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
-from walrus_core.entry import Entry
+from walrus_core.entry import Entry, Payload
 from walrus_core.errors import (
     BackendUnavailableError,
     BatchTooLargeError,
@@ -55,6 +55,7 @@ __all__ = [
     "Limits",
     "LogInfo",
     "OffsetOutOfRangeError",
+    "Payload",
     "ReadConsistency",
     "ReclaimResult",
     "Retention",

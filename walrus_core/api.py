@@ -17,7 +17,7 @@ from walrus_core.background import Flusher, flush_dirty
 from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
 from walrus_core.cursors import Cursor
 from walrus_core.directory import DirectoryLock, prepare_root
-from walrus_core.entry import Entry
+from walrus_core.entry import Entry, Payload
 from walrus_core.errors import (
     BatchTooLargeError,
     CorruptionError,
@@ -87,15 +87,61 @@ def _check_int(name: str, value: Any) -> int:
 class Walrus:
     """An open write-ahead log directory: topics of byte entries with durable cursors.
 
-    See the README for the semantics. Every method is thread-safe. One instance per directory:
-    a second one, in this process or another, raises :class:`DirectoryLockedError`; other
-    processes can still look inside with :meth:`open_readonly`.
+    Every method is thread-safe. One instance per directory: a second one, in this process or
+    another, raises :class:`~walrus_core.DirectoryLockedError`; other processes can still look
+    inside with :meth:`open_readonly`. Use it as a context manager, or call :meth:`close`.
 
-    ``retention`` bounds every topic (and, with ``max_bytes``, all of them together);
-    ``topic_retention`` gives single topics their own bounds. With ``auto_reclaim`` (the
-    default) a background thread gives the space of consumed and expired blocks back about
-    once a second; :meth:`reclaim` does it at once.
+    Parameters:
+        data_dir: the directory of the log, created if missing (default ``$WALRUS_DATA_DIR``,
+            else ``./wal_files``).
+        key: a namespace: the log lives in a subdirectory of ``data_dir`` derived from the key
+            (default ``$WALRUS_INSTANCE_KEY``, else none: ``data_dir`` itself).
+        backend: the storage backend: ``"auto"`` (the default, or ``$WALRUS_BACKEND``), a name
+            such as ``"fd"``, or a comma-separated preference list such as ``"uring,fd"``.
+        consistency: when a checkpointing read makes its cursor durable:
+            ``ReadConsistency.strictly_at_once()`` (the default) or
+            ``ReadConsistency.at_least_once(persist_every=N)``.
+        fsync: when data reaches stable storage: ``FsyncSchedule.milliseconds(200)`` (the
+            default), ``FsyncSchedule.sync_each()`` or ``FsyncSchedule.no_fsync()``.
+        block_size: bytes per block, a multiple of 4 KiB (default 10 MiB); recorded when the
+            directory is created, and the recorded value wins on reopen.
+        blocks_per_file: blocks per data file (default 100); recorded like ``block_size``.
+        limits: caps on batches and entries (:class:`~walrus_core.Limits`).
+        registry: the backends to choose from (default: the installed ones,
+            ``walrus_core.plugin.default_registry()``); for in-process plugins and tests.
+        retention: bounds for every topic (:class:`~walrus_core.Retention`; its
+            ``max_bytes`` also bounds all topics together). Default: keep everything.
+        topic_retention: per-topic bounds, replacing ``retention`` for those topics.
+        auto_reclaim: give the space of consumed and expired blocks back from a background
+            thread about once a second (default True); :meth:`reclaim` does it at once.
+
+    Attributes:
+        root: the directory holding this log's files (``data_dir``, plus the key's
+            subdirectory).
+        geometry: the :class:`~walrus_core.Geometry` in force (the recorded one on reopen).
+        consistency: the :class:`~walrus_core.ReadConsistency` in force.
+        fsync: the :class:`~walrus_core.FsyncSchedule` in force.
+        limits: the :class:`~walrus_core.Limits` in force.
+        backend_chain: the backends in use, top first, e.g. ``("uring", "fd")``.
+        closed: whether :meth:`close` was called (or the instance was inherited by fork).
+
+    Raises:
+        InvalidConfigError: a setting that cannot work (a ``ValueError``).
+        StorageError: the directory cannot be created, written or read (``errno`` says why).
+        DirectoryLockedError: another instance holds the directory.
+        BackendUnavailableError: the backend asked for is not installed or cannot run here.
     """
+
+    #: The directory holding this log's files.
+    root: str
+    #: The geometry in force (the recorded one on reopen).
+    geometry: Geometry
+    #: When a checkpointing read makes its cursor durable.
+    consistency: ReadConsistency
+    #: When data reaches stable storage.
+    fsync: FsyncSchedule
+    #: Caps on batches and entries.
+    limits: Limits
 
     def __init__(
         self,
@@ -302,7 +348,7 @@ class Walrus:
         return found
 
     # -- writing ----------------------------------------------------------------------------
-    def append_for_topic(self, topic: str, data: Any) -> int:
+    def append_for_topic(self, topic: str, data: Payload) -> int:
         """Append one entry; returns its offset in the topic (0, 1, 2, ...).
 
         ``data`` is any bytes-like object. Raises :class:`EntryTooLargeError` beyond
@@ -353,7 +399,7 @@ class Walrus:
                         t.sync_groups += 1  # a group of one
                     return offset
 
-    def batch_append_for_topic(self, topic: str, entries: Iterable[Any]) -> range:
+    def batch_append_for_topic(self, topic: str, entries: Iterable[Payload]) -> range:
         """Append ``entries`` atomically: after any crash they are all present or all absent,
         and readers never see part of them. Returns the offsets assigned. An empty batch is a
         no-op returning an empty range. A batch waits for other writers of the topic."""

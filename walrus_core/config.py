@@ -48,7 +48,7 @@ class _Consistency(enum.Enum):
     AT_LEAST_ONCE = "at_least_once"
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ReadConsistency:
     """When a checkpointing read makes the consumer's cursor durable.
 
@@ -75,6 +75,11 @@ class ReadConsistency:
         """True for strictly-at-once."""
         return self.mode is _Consistency.STRICTLY_AT_ONCE
 
+    def __repr__(self) -> str:  # the public constructor, not the private enum
+        if self.is_strict:
+            return "ReadConsistency.strictly_at_once()"
+        return f"ReadConsistency.at_least_once(persist_every={self.persist_every})"
+
 
 class _Fsync(enum.Enum):
     MILLISECONDS = "milliseconds"
@@ -82,7 +87,7 @@ class _Fsync(enum.Enum):
     NO_FSYNC = "no_fsync"
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class FsyncSchedule:
     """When appended data and persisted cursors are forced to stable storage.
 
@@ -132,6 +137,11 @@ class FsyncSchedule:
     def is_periodic(self) -> bool:
         """True for :meth:`milliseconds`."""
         return self.kind is _Fsync.MILLISECONDS
+
+    def __repr__(self) -> str:  # the public constructor, not the private enum
+        if self.kind is _Fsync.MILLISECONDS:
+            return f"FsyncSchedule.milliseconds({self.interval_ms})"
+        return f"FsyncSchedule.{self.kind.value}()"
 
     @property
     def is_none(self) -> bool:

@@ -21,7 +21,13 @@ FORMAT_NAME = "walrus-python"
 
 
 def prepare_root(root: str) -> None:
-    """Create ``root`` (and parents) or explain why it cannot be used."""
+    """Create ``root`` (and parents) or explain why it cannot be used.
+
+    A path that cannot name a directory raises :class:`InvalidConfigError`; a directory this
+    process may not create or write (permissions, a read-only file system) raises
+    :class:`StorageError` whose ``errno`` says why (``EACCES``, ``EROFS``), whichever directory
+    on the path is at fault.
+    """
     if os.path.exists(root) and not os.path.isdir(root):
         raise InvalidConfigError(f"data directory {root!r} exists and is not a directory")
     try:
@@ -33,7 +39,18 @@ def prepare_root(root: str) -> None:
     except OSError as exc:
         raise StorageError(f"data directory {root!r} cannot be created: {exc}") from exc
     if not os.access(root, os.W_OK | os.X_OK):
-        raise InvalidConfigError(f"data directory {root!r} is not writable")
+        code = errno.EROFS if _read_only_file_system(root) else errno.EACCES
+        cause = OSError(code, os.strerror(code), root)
+        raise StorageError(
+            f"data directory {root!r} is not writable by this process: {os.strerror(code)}"
+        ) from cause
+
+
+def _read_only_file_system(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & getattr(os, "ST_RDONLY", 0))
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
 
 
 class DirectoryLock:
@@ -41,12 +58,15 @@ class DirectoryLock:
 
     ``flock`` locks belong to an open file description, so a second instance in the same
     process conflicts just like one in another process. The kernel drops the lock when the
-    holder dies, so a crashed process never leaves the directory locked.
+    holder dies, so a crashed process never leaves the directory locked. While it is held the
+    file contains the holder's pid (so a refused opener can name it); a clean release empties
+    it again.
     """
 
     def __init__(self, root: str) -> None:
         self.path = os.path.join(root, LOCK_NAME)
         self._fd: int | None = None
+        self._owner = os.getpid()
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
@@ -54,24 +74,60 @@ class DirectoryLock:
         try:
             _lock(fd)
         except OSError as exc:
-            os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise DirectoryLockedError(
-                    f"{root!r} is already open in another Walrus instance (lock {self.path!r})"
-                ) from None
+                holder = _recorded_pid(fd)
+                os.close(fd)
+                raise DirectoryLockedError(_held_message(root, self.path, holder), holder) from None
+            os.close(fd)
             raise StorageError(f"cannot lock {self.path!r}: {exc}") from exc
         self._fd = fd
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.pwrite(fd, f"{self._owner}\n".encode(), 0)
         except OSError:
             pass  # the pid is informational only
 
     def release(self) -> None:
-        """Unlock (idempotent)."""
+        """Unlock (idempotent). The holder's own release empties the file first, so no stale
+        pid stays behind; a forked child's copy only closes its descriptor (the parent still
+        holds the lock and its pid stays recorded)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the description releases the flock
+        if fd is None:
+            return
+        if os.getpid() == self._owner:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass  # informational, as when it was written
+        os.close(fd)  # closing the description releases the flock
+
+
+def _recorded_pid(fd: int) -> int | None:
+    """The pid the holder wrote into the lock file, if it is a live process."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        pid = int(text)
+    except (OSError, ValueError):
+        return None  # empty while the holder is between locking and writing it
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a holder that died before writing: the lock is someone else's
+    except (PermissionError, OSError):
+        pass  # alive, owned by another user (or no way to tell): still the best answer
+    return pid
+
+
+def _held_message(root: str, lock_path: str, holder: int | None) -> str:
+    if holder is None:
+        by = "another Walrus instance"
+    elif holder == os.getpid():
+        by = f"another Walrus instance in this process (pid {holder}); close it first"
+    else:
+        by = f"another Walrus instance in process {holder}"
+    return f"{root!r} is already open in {by} (lock {lock_path!r})"
 
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only

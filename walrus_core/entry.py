@@ -1,8 +1,20 @@
-"""The value a read returns."""
+"""What goes in and what comes out: the payload an append takes, the entry a read returns."""
 
 from __future__ import annotations
 
+import sys
+from typing import TypeAlias
+
 import attrs
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
+
+#: What an append takes: any object with the buffer protocol (``bytes``, ``bytearray``,
+#: ``memoryview``, ``mmap.mmap``, ``array.array``, ...). A ``str`` is not one: encode it.
+Payload: TypeAlias = Buffer
 
 
 @attrs.frozen

@@ -60,7 +60,14 @@ class ForkedInstanceError(WalrusClosedError):
 
 
 class DirectoryLockedError(WalrusError):
-    """Another open instance, in this process or another, holds the directory."""
+    """Another open instance, in this process or another, holds the directory.
+
+    ``holder_pid`` is the pid of the process holding it, when the lock file names a live one.
+    """
+
+    def __init__(self, message: str, holder_pid: int | None = None) -> None:
+        super().__init__(message)
+        self.holder_pid = holder_pid
 
 
 class BackendUnavailableError(WalrusError):

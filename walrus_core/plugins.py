@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import pluggy
 
-from walrus_core import hookspecs
+from walrus_core import distributions, hookspecs
 from walrus_core.contract import (
     BACKEND_INFO,
     NOT_A_FUNCTION,
@@ -113,10 +113,6 @@ def disable_fd_backend() -> None:
     """Make ``backend="auto"`` pass over the FD family (FD and layers over it) for instances
     created later, so it picks the best other backend (mmap where it is installed)."""
     _auto_preference.skip(_FD_FAMILY, True)
-
-
-def _install_hint(name: str) -> str:
-    return f"pip install walrus-{name}"
 
 
 class BackendRegistry:
@@ -342,10 +338,7 @@ class BackendRegistry:
         if backend is None:
             if name in self._broken:  # installed, but refused or broken: reinstalling won't help
                 return f"backend {name!r} is unavailable ({self._broken[name]})"
-            return (
-                f"backend {name!r} is unavailable (it is not installed); install it with:"
-                f" {_install_hint(name)}"
-            )
+            return self._missing_reason(name)
         if name in seen:
             return f"backend {name!r} layers over itself: {' -> '.join((*seen, name))}"
         try:
@@ -355,7 +348,38 @@ class BackendRegistry:
         if reason is not None:
             return f"backend {name!r} cannot run here: {reason}"
         below = backend.info.layers_over
-        return None if below is None else self._unusable_reason(below, (*seen, name))
+        if below is None:
+            return None
+        reason = self._unusable_reason(below, (*seen, name))
+        if reason is None or seen:  # said once, by the top of the chain
+            return reason
+        return f"backend {name!r} layers over {below!r}, which is unusable: {reason}"
+
+    def _missing_reason(self, name: str) -> str:
+        """Why ``name`` is not here: how to install it when the project publishes it, else
+        what is installed and which name was probably meant."""
+        instructions = distributions.install_instructions(name)
+        if instructions is not None:
+            return f"backend {name!r} is not installed; {instructions}"
+        installed = ", ".join(self.names()) or "none"
+        message = f"no backend named {name!r}; installed: {installed}"
+        known = set(self._backends) | set(self._broken) | set(distributions.PROJECT_BACKENDS)
+        matches = distributions.close_matches(name, known)
+        if matches:
+            meant = matches[0]
+            message += f"; did you mean {meant!r}?"
+            if meant not in self._backends and meant not in self._broken:
+                message += f" ({self._missing_reason(meant)})"
+        return message
+
+    def _installable_for_auto(self) -> str:
+        """The project's base backends that are not installed, with how to install them."""
+        hints = [
+            f"{name}: {distributions.install_instructions(name)}"
+            for name in ("fd", "mmap")
+            if name not in self._backends and name not in self._broken
+        ]
+        return f" The project's base backends: {'; '.join(hints)}" if hints else ""
 
     def _candidates(self, platform: str) -> list[str]:
         """Backends ``"auto"`` may pick on ``platform``, best first."""
@@ -406,8 +430,8 @@ class BackendRegistry:
                 installed = ", ".join(self.names()) or "none"
                 raise BackendUnavailableError(
                     f"no installed storage backend serves platform {platform!r}{passed_over};"
-                    f" installed: {installed}. Install a backend plugin (the project's are"
-                    " in its plugins/ folder) or ask for one by name"
+                    f" installed: {installed}. Install a backend plugin or ask for one by"
+                    f" name.{self._installable_for_auto()}"
                 )
         else:
             choices = [part.strip() for part in requested.split(",") if part.strip()]

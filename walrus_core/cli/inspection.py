@@ -91,7 +91,7 @@ def backends(backend: str, as_json: bool) -> None:
     if statuses:
         console.print(table)
     else:
-        console.print("No storage backend is installed (pip install walrus-fd or walrus-mmap).")
+        console.print("No storage backend is installed; see below for how to install one.")
     console.print(
         f"auto selects: {auto}" if auto else f"auto selects nothing: {auto_error}", markup=False
     )
