@@ -8,6 +8,7 @@
 
 from walrus_core.api import Walrus
 from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
+from walrus_core.connect import connect
 from walrus_core.entry import Entry, Payload
 from walrus_core.errors import (
     BackendUnavailableError,
@@ -35,6 +36,7 @@ from walrus_core.info import (
     Stats,
     TopicInfo,
 )
+from walrus_core.log import WalrusLog
 from walrus_core.plugins import available_backends, disable_fd_backend, enable_fd_backend
 from walrus_core.readonly import WalrusReader
 
@@ -67,9 +69,11 @@ __all__ = [
     "Walrus",
     "WalrusClosedError",
     "WalrusError",
+    "WalrusLog",
     "WalrusReader",
     "WalrusValueError",
     "available_backends",
+    "connect",
     "disable_fd_backend",
     "enable_fd_backend",
 ]
