@@ -4,9 +4,9 @@
 # (type), the docs build and the distributions. Needs only Python >= 3.11 with pip; tox is
 # installed into .venv-tools on first use.
 #
-# With no arguments every env runs, $TOX_PARALLEL at a time (default: the number of CPUs, at
-# most 4; 1 runs them one after another, with their output as it comes). In parallel, tox shows
-# the output of the envs that failed. With arguments, they go to tox unchanged:
+# With no arguments every env runs, $WALRUS_TOX_PARALLEL at a time (default: the number of
+# CPUs, at most 4; 1 runs them one after another, with their output as it comes). In parallel,
+# tox prints each env's output when it ends. With arguments, they go to tox unchanged:
 #
 #   bash scripts/test.sh                          # all envs, in parallel
 #   bash scripts/test.sh -e py311-fd -- -k batch  # one env, args after -- go to pytest
@@ -36,16 +36,21 @@ if [ "$#" -gt 0 ]; then
     exec "${TOX[@]}" "$@"
 fi
 
+# tox reads TOX_PARALLEL itself (as --parallel for every command): keep it out of its way.
+unset TOX_PARALLEL
 CPUS="$("$TOOLS/bin/python" -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)')"
-PARALLEL="${TOX_PARALLEL:-$((CPUS < 4 ? CPUS : 4))}"
-if [ "$PARALLEL" -le 1 ]; then
+PARALLEL="${WALRUS_TOX_PARALLEL:-$((CPUS < 4 ? CPUS : 4))}"
+if ! [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: WALRUS_TOX_PARALLEL must be a whole number >= 1, got '$PARALLEL'" >&2
+    exit 2
+fi
+if [ "$PARALLEL" -eq 1 ]; then
     echo "==> tox (every env, one after another)"
     exec "${TOX[@]}"
 fi
 # One env first installs what the others share: liburing's wheel is built once (pip's cache
-# serves it to every later env) and the accelerator is compiled once, not by several envs at
-# the same moment.
-echo "==> tox -e py311-uring --notest (the shared builds, once)"
-"${TOX[@]}" run -e py311-uring --notest -q
+# serves it to every later env). If it fails, the parallel run reports that env's failure.
+echo "==> tox -e py311-uring --notest (the shared liburing build, once)"
+"${TOX[@]}" run -e py311-uring --notest -q || echo "==> (py311-uring could not be prepared; going on)"
 echo "==> tox run-parallel --parallel $PARALLEL (every env)"
 exec "${TOX[@]}" run-parallel --parallel "$PARALLEL" --parallel-no-spinner

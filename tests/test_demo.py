@@ -16,7 +16,7 @@ def run_demo(capsys: pytest.CaptureFixture[str], data_dir: Path, count: int) -> 
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 1000])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 1000, 4500])
 def test_any_count_runs_twice_and_says_where_consumers_start(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], count: int
 ) -> None:
@@ -36,6 +36,11 @@ def test_any_count_runs_twice_and_says_where_consumers_start(
     left = re.search(r"reopened: (\d+) entr", second)
     assert consumed and left
     assert int(consumed.group(1)) + int(left.group(1)) == count
+    # The consumer keeps reading until it has its quarter (at least one), even when the
+    # producer finishes between two of its reads.
+    for out in (first, second):
+        during = re.search(r"consumed (\d+) entr", out)
+        assert during and int(during.group(1)) == max(1, count // 4), out
 
 
 @pytest.mark.parametrize("count", ["0", "-3", "many"])

@@ -242,6 +242,11 @@ def test_the_refusal_names_the_holding_process(tmp_path: Path, backend_name: str
         assert "in this process" in str(error)
 
 
+def recorded_pid(lock_file: Path) -> str:
+    text = lock_file.read_text()
+    return text.splitlines()[0] if text else ""
+
+
 @pytest.mark.parametrize("release", ["close", "kill"])
 def test_the_lock_file_keeps_no_stale_pid(tmp_path: Path, backend_name: str, release: str) -> None:
     """Guarantee: while held, LOCK holds the holder's pid; a clean close empties it. After a
@@ -251,21 +256,55 @@ def test_the_lock_file_keeps_no_stale_pid(tmp_path: Path, backend_name: str, rel
     holder = Holder(root, backend_name)
     lock_file = root / "LOCK"
     try:
-        assert lock_file.read_text().strip() == str(holder.proc.pid)
+        assert recorded_pid(lock_file) == str(holder.proc.pid)
         holder.release(release)
     finally:
         holder.cleanup()
     if release == "close":
         assert lock_file.read_text() == ""
     else:
-        assert lock_file.read_text().strip() == str(holder.proc.pid)  # the kernel dropped the lock
-        dead = holder.proc.pid
-        # A holder that died before writing its own pid leaves the old one: never named.
-        with open_wal(root, backend_name):
-            lock_file.write_text(f"{dead}\n")
-            error = expect_locked(root, backend_name)
-            assert error.holder_pid is None
-            assert str(dead) not in str(error)
+        assert recorded_pid(lock_file) == str(holder.proc.pid)  # the kernel dropped the lock
     with open_wal(root, backend_name):
-        assert lock_file.read_text().strip() == str(os.getpid())
+        assert recorded_pid(lock_file) == str(os.getpid())
     assert lock_file.read_text() == ""
+
+
+def test_a_refused_opener_names_only_a_live_holder_of_its_own_namespace(
+    tmp_path: Path, backend_name: str
+) -> None:
+    """Guarantee: the pid in LOCK is named only when it is a live process of this host and
+    pid namespace (a pid from another container, or a dead one, names another process); a
+    LOCK file with anything else in it is no error and leaks no descriptor."""
+    root = tmp_path / "wal"
+    holder = Holder(root, backend_name)
+    lock_file = root / "LOCK"
+    try:
+        own = lock_file.read_text()
+        namespace = own.splitlines()[1]
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
+        for text in (
+            f"{dead}\n{namespace}\n",  # a dead process
+            f"{holder.proc.pid}\nanother-host pid:[1]\n",  # another namespace
+            "99999999999999999999\n" + namespace + "\n",  # no pid
+            "+1\n" + namespace + "\n",
+            "1_0\n" + namespace + "\n",
+            "\xff\xfe garbage",
+            "",
+        ):
+            lock_file.write_text(text)
+            error = expect_locked(root, backend_name)
+            assert error.holder_pid is None, text
+            assert "in process" not in str(error), text
+        lock_file.write_text(own)
+        assert expect_locked(root, backend_name).holder_pid == holder.proc.pid
+        if fds is not None:
+            assert len(os.listdir("/proc/self/fd")) == fds
+    finally:
+        holder.release("close")
+        holder.cleanup()

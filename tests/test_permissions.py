@@ -29,19 +29,21 @@ def run_unprivileged(fn: Callable[[], dict[str, object]]) -> dict[str, object]:
         return fn()
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 0
+    if pid == 0:  # the child: never returns into pytest, whatever happens
+        code = 1
         try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(UNPRIVILEGED)
-            os.setuid(UNPRIVILEGED)
-            out = json.dumps(fn()).encode()
-        except BaseException as exc:
-            out = json.dumps({"child_error": f"{type(exc).__name__}: {exc}"}).encode()
-            code = 1
-        os.write(write_end, out)
-        os._exit(code)
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(UNPRIVILEGED)
+                os.setuid(UNPRIVILEGED)
+                out = json.dumps(fn()).encode()
+                code = 0
+            except BaseException as exc:
+                out = json.dumps({"child_error": f"{type(exc).__name__}: {exc}"}).encode()
+            os.write(write_end, out)
+        finally:
+            os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         data = pipe.read()
@@ -119,3 +121,33 @@ def test_permission_problems_raise_storage_error_with_eacces(
     )
     assert result["left"] == ([] if fault != "key-dir" else ["tenant"])
     assert result["after"] == {"raised": None}  # permissions fixed, the same path opens
+
+
+def test_an_unreadable_meta_file_is_a_storage_error_not_damage(
+    shared_dir: Path, backend_name: str
+) -> None:
+    """walrus.json that this process may not read is intact, not damaged: opening raises
+    StorageError (EACCES) and leaves it alone, instead of setting it aside as damaged and
+    writing a new one."""
+    log_dir = shared_dir / "log"
+    Walrus(data_dir=log_dir, backend=backend_name, **GEOMETRY).close()
+    log_dir.chmod(0o777)
+    for child in log_dir.iterdir():
+        child.chmod(0o666)
+    meta = log_dir / "walrus.json"
+    meta.chmod(0o600 if os.geteuid() == 0 else 0o000)  # root's own file, or unreadable
+
+    def case() -> dict[str, object]:
+        return {
+            "refused": attempt(backend_name, log_dir),
+            "left": sorted(p.name for p in log_dir.iterdir()),
+        }
+
+    result = run_unprivileged(case)
+    refused = result["refused"]
+    assert isinstance(refused, dict)
+    assert refused["raised"] == "StorageError", refused
+    assert refused["errno"] == errno.EACCES, refused
+    assert "walrus.json.damaged" not in result["left"], result
+    meta.chmod(0o644)
+    assert attempt(backend_name, log_dir) == {"raised": None}

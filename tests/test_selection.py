@@ -188,6 +188,19 @@ def test_a_missing_project_backend_names_its_distribution_and_its_folder() -> No
         reg.chain("urin")
 
 
+def test_a_layer_is_installed_with_the_project_backends_it_needs() -> None:
+    with pytest.raises(BackendUnavailableError) as info:
+        registry(base=FakeBase()).chain("uring")
+    message = str(info.value)
+    assert "pip install walrus-fd walrus-uring" in message
+    assert message.index("walrus_fd") < message.index("walrus_uring")
+
+
+def test_auto_is_among_the_names_meant() -> None:
+    with pytest.raises(BackendUnavailableError, match=r"did you mean 'auto'[?]"):
+        registry(base=FakeBase()).chain("Auto")
+
+
 def test_install_instructions_without_a_checkout_name_both_sources(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -213,9 +226,12 @@ def test_auto_with_nothing_installed_for_the_platform_says_so_and_names_no_backe
     # platform it can say what is installed, not invent a package name.
     with pytest.raises(BackendUnavailableError, match="platform 'win32'; installed: none") as info:
         registry().chain("auto", platform="win32")
-    # ... and how to install the project's base backends.
-    assert "walrus-fd" in str(info.value)
+    # ... and how to install the project's base backends that serve the platform.
     assert "walrus-mmap" in str(info.value)
+    assert "walrus-fd" not in str(info.value)  # fd does not run on Windows
+    with pytest.raises(BackendUnavailableError) as info:
+        registry().chain("auto", platform="linux")
+    assert "walrus-fd" in str(info.value) and "walrus-mmap" in str(info.value)
     with pytest.raises(BackendUnavailableError, match="platform 'win32'; installed: base"):
         registry(base=FakeBase(platforms=("linux",))).chain("auto", platform="win32")
 

@@ -5,6 +5,7 @@ With arguments it is the ``walrus`` command line (``python -m walrus_core info -
 
 from __future__ import annotations
 
+import os
 import sys
 
 from walrus_core import BackendUnavailableError, __version__
@@ -14,15 +15,20 @@ from walrus_core.plugins import AUTO, default_registry
 def summary() -> str:
     """The version, the backend ``"auto"`` picks here (or why none), and the next steps."""
     registry = default_registry()
+    requested = os.environ.get("WALRUS_BACKEND") or AUTO  # what Walrus() would ask for
     try:
-        auto = "/".join(registry.chain(AUTO).names)
+        picked = "/".join(registry.chain(requested).names)
     except BackendUnavailableError as exc:
-        auto = f"nothing: {exc}"
+        picked = f"nothing: {exc}"
     installed = ", ".join(registry.names()) or "none"
     return "\n".join(
         [
             f"walrus-core {__version__} (Python {sys.version.split()[0]}, {sys.platform})",
-            f'backend "auto" picks here: {auto}',
+            (
+                f'backend "auto" picks here: {picked}'
+                if requested == AUTO
+                else f"backend $WALRUS_BACKEND={requested!r} picks here: {picked}"
+            ),
             f"installed backends: {installed}",
             "",
             "next:",

@@ -49,6 +49,17 @@ def _where_audit_starts(wal: Walrus) -> str:
     return f"is new, so it starts at the topic's first entry (offset {start})"
 
 
+def _drain(wal: Walrus, consumer: str | None) -> tuple[list[Entry], str]:
+    """Everything left for ``consumer``, by batch reads (each returns at most
+    ``limits.max_batch_entries``); and how many reads it took, when more than one."""
+    entries: list[Entry] = []
+    calls = 0
+    while batch := wal.batch_read_for_topic(TOPIC, max_bytes=1 << 20, consumer=consumer):
+        entries.extend(batch)
+        calls += 1
+    return entries, f" in {calls} batch reads" if calls > 1 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Produce orders in one thread, consume them in another, reopen, and print what happened."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -84,8 +95,11 @@ def run(data_dir: str, count: int) -> None:
                 for i in range(singles):
                     offset = wal.append_for_topic(TOPIC, f"order-{i}".encode())
                     produced.append(range(offset, offset + 1))
-                batch = [f"order-{i}".encode() for i in range(singles, count)]
-                produced.append(wal.batch_append_for_topic(TOPIC, batch))
+                step = wal.limits.max_batch_entries  # a larger count takes several batches
+                for start in range(singles, count, step):
+                    stop = min(count, start + step)
+                    batch = [f"order-{i}".encode() for i in range(start, stop)]
+                    produced.append(wal.batch_append_for_topic(TOPIC, batch))
             except BaseException as exc:  # reported by the main thread
                 failure.append(exc)
 
@@ -95,10 +109,11 @@ def run(data_dir: str, count: int) -> None:
         goal = max(1, count // 4)  # the consumer keeps up with the producer as it goes
         deadline = time.monotonic() + PRODUCER_TIMEOUT_S
         while len(consumed) < goal and time.monotonic() < deadline:
+            finished = not producer.is_alive()  # asked before reading: then None means the end
             entry = wal.read_next(TOPIC)
             if entry is not None:
                 consumed.append(entry)
-            elif not producer.is_alive():
+            elif finished:
                 break
         producer.join(timeout=PRODUCER_TIMEOUT_S)
         if failure:
@@ -106,7 +121,8 @@ def run(data_dir: str, count: int) -> None:
         first, last = produced[0].start, produced[-1].stop - 1
         print(
             f"produced {_entries(count)} to {TOPIC!r} at offsets {first}..{last}"
-            f" ({singles} one by one, {count - singles} in one atomic batch)"
+            f" ({singles} one by one, {count - singles} in atomic batches of at most"
+            f" {wal.limits.max_batch_entries})"
         )
         during = f"{_entries(len(consumed))} with read_next while producing"
         print(f"consumed {during}: {_offsets(consumed)}")
@@ -114,11 +130,14 @@ def run(data_dir: str, count: int) -> None:
     with Walrus(data_dir=data_dir) as wal:
         left = wal.topic_entry_count(TOPIC)
         print(f"reopened: {_entries(left)} left for the default consumer (its cursor is durable)")
-        batch = wal.batch_read_for_topic(TOPIC, max_bytes=1 << 20)
-        print(f"batch read {_entries(len(batch))}: {_offsets(batch)}")
+        batch, calls = _drain(wal, None)
+        print(f"batch read {_entries(len(batch))}{calls}: {_offsets(batch)}")
         where = _where_audit_starts(wal)
-        audit = wal.batch_read_for_topic(TOPIC, 1 << 20, consumer="audit")
-        print(f"named consumer 'audit' {where}; it read {_entries(len(audit))}: {_offsets(audit)}")
+        audit, calls = _drain(wal, "audit")
+        print(
+            f"named consumer 'audit' {where}; it read {_entries(len(audit))}{calls}:"
+            f" {_offsets(audit)}"
+        )
         print(f"topics: {wal.topics()}, unconsumed per topic: {wal.topic_entry_counts()}")
     print(f"files in {data_dir}: {sorted(os.listdir(data_dir))}")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import socket
 import sys
 
 from walrus_core.config import Geometry
@@ -59,33 +61,37 @@ class DirectoryLock:
     ``flock`` locks belong to an open file description, so a second instance in the same
     process conflicts just like one in another process. The kernel drops the lock when the
     holder dies, so a crashed process never leaves the directory locked. While it is held the
-    file contains the holder's pid (so a refused opener can name it); a clean release empties
-    it again.
+    file says who holds it (pid, host and pid namespace, so that a refused opener names the
+    holder only when that pid means the same process for it); a clean release empties it.
     """
 
     def __init__(self, root: str) -> None:
         self.path = os.path.join(root, LOCK_NAME)
         self._fd: int | None = None
         self._owner = os.getpid()
+        self._identity: tuple[int, int] | None = None
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
             raise StorageError(f"cannot open lock file {self.path!r}: {exc}") from exc
         try:
-            _lock(fd)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                holder = _recorded_pid(fd)
-                os.close(fd)
-                raise DirectoryLockedError(_held_message(root, self.path, holder), holder) from None
+            try:
+                _lock(fd)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    here = _file_identity(fd) in _held_here
+                    holder = None if here else _recorded_holder(fd)
+                    message = _held_message(root, self.path, holder, here)
+                    raise DirectoryLockedError(message, os.getpid() if here else holder) from None
+                raise StorageError(f"cannot lock {self.path!r}: {exc}") from exc
+        except BaseException:
             os.close(fd)
-            raise StorageError(f"cannot lock {self.path!r}: {exc}") from exc
+            raise
         self._fd = fd
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{self._owner}\n".encode(), 0)
-        except OSError:
-            pass  # the pid is informational only
+        self._identity = _file_identity(fd)
+        if self._identity is not None:
+            _held_here.add(self._identity)
+        _record_holder(fd)
 
     def release(self) -> None:
         """Unlock (idempotent). The holder's own release empties the file first, so no stale
@@ -95,36 +101,80 @@ class DirectoryLock:
         if fd is None:
             return
         if os.getpid() == self._owner:
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass  # informational, as when it was written
+            if self._identity is not None:
+                _held_here.discard(self._identity)
+            if _RECORDS_HOLDER:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass  # informational, as when it was written
         os.close(fd)  # closing the description releases the flock
 
 
-def _recorded_pid(fd: int) -> int | None:
-    """The pid the holder wrote into the lock file, if it is a live process."""
+#: (st_dev, st_ino) of the lock files this process holds: "held by this process" is decided
+#: from these, never by comparing pids (a pid may mean another process in another namespace).
+_held_here: set[tuple[int, int]] = set()
+#: Windows locks byte 0 of the file, where the holder would be written, and has no pread.
+_RECORDS_HOLDER = sys.platform != "win32"
+_PID_LINE = re.compile(r"^[1-9][0-9]{0,9}$")
+if hasattr(os, "register_at_fork"):  # a forked child holds none of its parent's locks
+    os.register_at_fork(after_in_child=_held_here.clear)
+
+
+def _file_identity(fd: int) -> tuple[int, int] | None:
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        pid = int(text)
-    except (OSError, ValueError):
-        return None  # empty while the holder is between locking and writing it
-    if pid <= 0:
+        st = os.fstat(fd)
+    except OSError:
         return None
+    return (st.st_dev, st.st_ino)
+
+
+def _namespace() -> str:
+    """This process's host and pid namespace: where a pid names one process."""
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = ""
+    return f"{socket.gethostname()} {pid_ns}".strip()
+
+
+def _record_holder(fd: int) -> None:
+    if not _RECORDS_HOLDER:
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n{_namespace()}\n".encode(), 0)
+    except Exception:
+        pass  # informational only: the lock is what matters
+
+
+def _recorded_holder(fd: int) -> int | None:
+    """The pid the holder wrote into the lock file, when it is a live process of this host and
+    pid namespace; None when unknown."""
+    if not _RECORDS_HOLDER:
+        return None
+    try:
+        lines = os.pread(fd, 512, 0).decode("ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    # Empty while the holder is between locking and writing; the pid is a plain decimal.
+    if len(lines) < 2 or not _PID_LINE.match(lines[0]) or lines[1] != _namespace():
+        return None
+    pid = int(lines[0])
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return None  # a holder that died before writing: the lock is someone else's
-    except (PermissionError, OSError):
+    except (OSError, OverflowError):
         pass  # alive, owned by another user (or no way to tell): still the best answer
     return pid
 
 
-def _held_message(root: str, lock_path: str, holder: int | None) -> str:
-    if holder is None:
+def _held_message(root: str, lock_path: str, holder: int | None, here: bool) -> str:
+    if here:
+        by = f"another Walrus instance in this process (pid {os.getpid()}); close it first"
+    elif holder is None:
         by = "another Walrus instance"
-    elif holder == os.getpid():
-        by = f"another Walrus instance in this process (pid {holder}); close it first"
     else:
         by = f"another Walrus instance in process {holder}"
     return f"{root!r} is already open in {by} (lock {lock_path!r})"
@@ -185,6 +235,8 @@ def read_meta(root: str) -> Geometry | None:
             doc = json.load(fh)
     except FileNotFoundError:
         return None
+    except PermissionError as exc:  # intact but not ours to read: not damage
+        raise StorageError(f"{path} cannot be read by this process: {exc}") from exc
     except (OSError, ValueError) as exc:
         raise DamagedMetaError(f"{path} is unreadable: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:

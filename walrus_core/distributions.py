@@ -10,6 +10,7 @@ to run. A third party's backend is not listed here: its own documentation says h
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import attrs
 __all__ = [
     "PROJECT_BACKENDS",
     "ProjectBackend",
+    "auto_candidates",
     "checkout_root",
     "close_matches",
     "install_instructions",
@@ -26,20 +28,25 @@ __all__ = [
 
 @attrs.frozen
 class ProjectBackend:
-    """A backend this project publishes: its name, its distribution and its source folder."""
+    """A backend this project publishes: its name, its distribution, its source folder, the
+    project's backends it needs installed too, and the platforms ``"auto"`` picks it on."""
 
     name: str
     distribution: str
     folder: str  # relative to the root of a checkout of the project
+    needs: tuple[str, ...] = ()
+    auto_platforms: tuple[str, ...] = ()  # prefixes of sys.platform; "*" for any
 
+
+_POSIX = ("linux", "darwin", "freebsd", "openbsd", "netbsd", "sunos", "aix")
 
 PROJECT_BACKENDS: dict[str, ProjectBackend] = {
     b.name: b
     for b in (
-        ProjectBackend("fd", "walrus-fd", "plugins/walrus_fd"),
-        ProjectBackend("mmap", "walrus-mmap", "plugins/walrus_mmap"),
-        ProjectBackend("uring", "walrus-uring", "plugins/walrus_uring"),
-        ProjectBackend("faults", "walrus-faults", "plugins/walrus_faults"),
+        ProjectBackend("fd", "walrus-fd", "plugins/walrus_fd", auto_platforms=_POSIX),
+        ProjectBackend("mmap", "walrus-mmap", "plugins/walrus_mmap", auto_platforms=("*",)),
+        ProjectBackend("uring", "walrus-uring", "plugins/walrus_uring", needs=("fd",)),
+        ProjectBackend("faults", "walrus-faults", "plugins/walrus_faults", needs=("fd",)),
     )
 }
 
@@ -53,24 +60,38 @@ def checkout_root() -> Path | None:
     return None
 
 
-def install_instructions(name: str) -> str | None:
+def install_instructions(name: str, installed: Iterable[str] = ()) -> str | None:
     """How to install the project's backend ``name`` (``None`` for a name the project does not
-    publish): the distribution, the command for this checkout when there is one, else the
-    commands for a checkout and for an index that serves the distribution."""
+    publish): its distribution, the command for a checkout (this one when walrus-core runs
+    from one) and the one for an index that serves the project's distributions. Backends it
+    needs that are not in ``installed`` are installed with it."""
     backend = PROJECT_BACKENDS.get(name)
     if backend is None:
         return None
+    have = set(installed)
+    wanted = [PROJECT_BACKENDS[n] for n in backend.needs if n not in have] + [backend]
     root = checkout_root()
     if root is not None:
-        return (
-            f"it is the distribution {backend.distribution}; install it from this checkout"
-            f" with: pip install {root / backend.folder}"
-        )
+        checkout = " ".join(shlex.quote(str(root / b.folder)) for b in wanted)
+        where = "from this checkout"
+    else:
+        checkout = " ".join(b.folder for b in wanted)
+        where = "from a checkout of Walrus for Python, in its root"
+    index = " ".join(b.distribution for b in wanted)
     return (
-        f"it is the distribution {backend.distribution}; install it from a checkout of Walrus"
-        f" for Python with: pip install {backend.folder} (in the checkout's root), or from an"
-        f" index that serves it with: pip install {backend.distribution}"
+        f"it is the distribution {backend.distribution}; install it {where} with: pip install"
+        f" {checkout} (or, from an index that serves the project's distributions: pip install"
+        f" {index})"
     )
+
+
+def auto_candidates(platform: str) -> list[str]:
+    """The project's base backends that ``"auto"`` would pick on ``platform``."""
+    return [
+        b.name
+        for b in PROJECT_BACKENDS.values()
+        if any(p == "*" or platform.startswith(p) for p in b.auto_platforms)
+    ]
 
 
 def close_matches(name: str, candidates: Iterable[str]) -> list[str]:

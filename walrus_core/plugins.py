@@ -358,25 +358,30 @@ class BackendRegistry:
     def _missing_reason(self, name: str) -> str:
         """Why ``name`` is not here: how to install it when the project publishes it, else
         what is installed and which name was probably meant."""
-        instructions = distributions.install_instructions(name)
+        instructions = distributions.install_instructions(name, self._backends)
         if instructions is not None:
             return f"backend {name!r} is not installed; {instructions}"
         installed = ", ".join(self.names()) or "none"
         message = f"no backend named {name!r}; installed: {installed}"
-        known = set(self._backends) | set(self._broken) | set(distributions.PROJECT_BACKENDS)
+        if self._broken:
+            message += f" (refused or broken: {', '.join(sorted(self._broken))})"
+        known = {*self._backends, *self._broken, *distributions.PROJECT_BACKENDS, AUTO}
         matches = distributions.close_matches(name, known)
         if matches:
             meant = matches[0]
             message += f"; did you mean {meant!r}?"
-            if meant not in self._backends and meant not in self._broken:
+            if meant in self._broken:
+                message += f" (it is installed but unusable: {self._broken[meant]})"
+            elif meant not in self._backends and meant != AUTO:
                 message += f" ({self._missing_reason(meant)})"
         return message
 
-    def _installable_for_auto(self) -> str:
-        """The project's base backends that are not installed, with how to install them."""
+    def _installable_for_auto(self, platform: str) -> str:
+        """The project's base backends for ``platform`` that are not installed, with how to
+        install them."""
         hints = [
-            f"{name}: {distributions.install_instructions(name)}"
-            for name in ("fd", "mmap")
+            f"{name}: {distributions.install_instructions(name, self._backends)}"
+            for name in distributions.auto_candidates(platform)
             if name not in self._backends and name not in self._broken
         ]
         return f" The project's base backends: {'; '.join(hints)}" if hints else ""
@@ -431,12 +436,15 @@ class BackendRegistry:
                 raise BackendUnavailableError(
                     f"no installed storage backend serves platform {platform!r}{passed_over};"
                     f" installed: {installed}. Install a backend plugin or ask for one by"
-                    f" name.{self._installable_for_auto()}"
+                    f" name.{self._installable_for_auto(platform)}"
                 )
         else:
             choices = [part.strip() for part in requested.split(",") if part.strip()]
             if not choices:
-                raise BackendUnavailableError(f"no backend named in {requested!r}")
+                installed = ", ".join(self.names()) or "none"
+                raise BackendUnavailableError(
+                    f'no backend named in {requested!r}; installed: {installed} (or "auto")'
+                )
         reasons: list[str] = []
         for name in choices:
             reason = self._unusable_reason(name)

@@ -51,11 +51,13 @@ class WalrusGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DirectoryLockedError:
+        except DirectoryLockedError as exc:
             target = ctx.meta.get(TARGET_KEY)
             where = target.root if isinstance(target, Target) else "the data directory"
+            pid = "" if exc.holder_pid is None else f" (pid {exc.holder_pid})"
+            who = f"another process{pid}"
             raise click.ClickException(
-                f"{where} is held by another process (a running Walrus writer); this command"
+                f"{where} is held by {who} (a running Walrus writer); this command"
                 " writes and needs it closed (read-only commands such as info and tail work"
                 " while it runs)"
             ) from None
