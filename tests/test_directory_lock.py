@@ -308,3 +308,44 @@ def test_a_refused_opener_names_only_a_live_holder_of_its_own_namespace(
     finally:
         holder.release("close")
         holder.cleanup()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() exists on POSIX only")
+def test_a_forked_child_keeps_no_copy_of_a_lock_taken_outside_an_instance(tmp_path: Path) -> None:
+    """Guarantee: a child forked while a lock is held by something that is not (yet) an open
+    instance, as when another thread is opening one, does not keep the parent's flock alive:
+    once the parent lets go, another process can open the directory while the child runs."""
+    from walrus_core.directory import DirectoryLock
+
+    root = tmp_path / "wal"
+    root.mkdir()
+    lock = DirectoryLock(str(root))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: waits until the parent has checked, then leaves
+        try:
+            os.close(write_end)
+            os.read(read_end, 1)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    try:
+        lock.release()
+        code = (
+            "import sys\n"
+            "from walrus_core.directory import DirectoryLock\n"
+            "DirectoryLock(sys.argv[1]).release()\n"
+            "print('OPENED')\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(root)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert proc.stdout.strip() == "OPENED", (proc.stdout, proc.stderr)
+    finally:
+        os.write(write_end, b"x")
+        os.close(write_end)
+        os.waitpid(pid, 0)

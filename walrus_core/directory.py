@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import weakref
 
 from walrus_core.config import Geometry
 from walrus_core.errors import (
@@ -74,6 +75,7 @@ class DirectoryLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
             raise StorageError(f"cannot open lock file {self.path!r}: {exc}") from exc
+        _opening.add(fd)  # a child forked from here on does not keep it (see _after_fork)
         try:
             try:
                 _lock(fd)
@@ -85,9 +87,12 @@ class DirectoryLock:
                     raise DirectoryLockedError(message, os.getpid() if here else holder) from None
                 raise StorageError(f"cannot lock {self.path!r}: {exc}") from exc
         except BaseException:
+            _opening.discard(fd)
             os.close(fd)
             raise
         self._fd = fd
+        _live.add(self)
+        _opening.discard(fd)
         self._identity = _file_identity(fd)
         if self._identity is not None:
             _held_here.add(self._identity)
@@ -117,8 +122,33 @@ _held_here: set[tuple[int, int]] = set()
 #: Windows locks byte 0 of the file, where the holder would be written, and has no pread.
 _RECORDS_HOLDER = sys.platform != "win32"
 _PID_LINE = re.compile(r"^[1-9][0-9]{0,9}$")
-if hasattr(os, "register_at_fork"):  # a forked child holds none of its parent's locks
-    os.register_at_fork(after_in_child=_held_here.clear)
+#: Lock descriptors being opened, and the locks holding one: a forked child closes its copies,
+#: since a copy of the descriptor would keep the parent's flock alive for as long as the child
+#: runs, also when the fork came from another thread while an instance was opening.
+_opening: set[int] = set()
+_live: weakref.WeakSet[DirectoryLock] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: hold none of the parent's locks."""
+    _held_here.clear()
+    for fd in list(_opening):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _opening.clear()
+    for lock in list(_live):
+        held, lock._fd = lock._fd, None
+        if held is not None:
+            try:
+                os.close(held)  # the child's copy only: the parent's flock stays
+            except OSError:
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _file_identity(fd: int) -> tuple[int, int] | None:
