@@ -11,6 +11,7 @@ from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
 from walrus_core.connect import connect
 from walrus_core.entry import Entry, Payload
 from walrus_core.errors import (
+    AppendOutcomeUnknownError,
     BackendUnavailableError,
     BatchTooLargeError,
     CorruptionError,
@@ -20,6 +21,7 @@ from walrus_core.errors import (
     InvalidConfigError,
     InvalidTopicError,
     OffsetOutOfRangeError,
+    RemoteUnavailableError,
     StorageError,
     UnknownTopicError,
     UnsupportedFormatError,
@@ -41,6 +43,7 @@ from walrus_core.plugins import available_backends, disable_fd_backend, enable_f
 from walrus_core.readonly import WalrusReader
 
 __all__ = [
+    "AppendOutcomeUnknownError",
     "BackendUnavailableError",
     "BatchTooLargeError",
     "ConsumerInfo",
@@ -60,6 +63,7 @@ __all__ = [
     "Payload",
     "ReadConsistency",
     "ReclaimResult",
+    "RemoteUnavailableError",
     "Retention",
     "Stats",
     "StorageError",

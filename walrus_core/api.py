@@ -43,6 +43,7 @@ from walrus_core.info import (
 from walrus_core.names import encode_name, namespace_dir
 from walrus_core.opening import open_directory
 from walrus_core.plugins import AUTO, BackendRegistry, default_registry
+from walrus_core.reader import read_groups
 from walrus_core.reclaim import Reclaimer, allocated_bytes, block_bytes
 from walrus_core.stats import LatencyRecorder, ReadCounter
 from walrus_core.storage import Flushable
@@ -568,6 +569,59 @@ class Walrus:
                     continue  # reclaimed under this read
                 self._unlocked_reads.add(len(entries), nbytes)
                 return entries
+        finally:
+            self._leave()
+
+    def read_batches(self, topic: str, start_offset: int, max_bytes: int) -> list[list[Entry]]:
+        """Entries from ``start_offset`` grouped as they were appended, touching no cursor.
+
+        Each inner list is what one call wrote: a single append is a list of one entry, a
+        batch append the batch's entries in order. Groups are whole: they are added while the
+        payload total stays within ``max_bytes`` and the entry count within
+        ``limits.max_batch_entries``, and the first group is returned whole even when it is
+        larger. This is how a copy of the log elsewhere can keep every batch atomic.
+
+        Entries below the topic's oldest retained one are gone, so the first group can begin
+        after ``start_offset``: compare its offset. Raises :class:`OffsetOutOfRangeError` when
+        ``start_offset`` is past the end or inside a batch.
+        """
+        if self._closed or self._bg_error is not None:
+            self._check_slow()
+        _check_int("start_offset", start_offset)
+        _check_int("max_bytes", max_bytes)
+        if max_bytes < 1:
+            raise WalrusValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        if start_offset < 0:
+            raise OffsetOutOfRangeError(f"start_offset must be >= 0, got {start_offset}")
+        t = self._existing_topic(topic)
+        end = 0 if t is None else t.end
+        if start_offset > end:
+            raise OffsetOutOfRangeError(
+                f"start_offset {start_offset} is past the end of topic {topic!r} ({end})"
+            )
+        if t is None or start_offset == end:
+            return []
+        self._enter()
+        try:
+            while True:
+                offset = max(start_offset, t.start)
+                if offset >= end:
+                    return []
+                try:
+                    if offset == start_offset and offset > t.start:
+                        # The entry before ends a group unless it is an open batch entry.
+                        if not read_groups(self._reader, t, offset - 1, offset, 1, 1):
+                            raise OffsetOutOfRangeError(
+                                f"start_offset {start_offset} of topic {topic!r} is inside"
+                                " a batch"
+                            )
+                    return read_groups(
+                        self._reader, t, offset, end, self.limits.max_batch_entries, max_bytes
+                    )
+                except (CorruptionError, StorageError):
+                    if offset >= t.start:
+                        raise
+                    # reclaimed under this read: begin again at the new start
         finally:
             self._leave()
 

@@ -105,3 +105,28 @@ class StorageError(WalrusError):
         """The ``errno`` of the underlying ``OSError``, if there is one."""
         cause = self.__cause__
         return cause.errno if isinstance(cause, OSError) else None
+
+
+class RemoteUnavailableError(StorageError):
+    """A remote log's servers cannot be reached, or did not answer in time.
+
+    Nothing was appended by the call that raised it (an append whose outcome is not known
+    raises :class:`AppendOutcomeUnknownError` instead).
+    """
+
+
+class AppendOutcomeUnknownError(StorageError):
+    """An append to a remote log may or may not have been stored: every retry timed out.
+
+    The servers can commit a request whose answer was lost, so a timeout does not mean
+    "not written". ``expected_offset`` is the offset the entry (or the batch's first entry)
+    has if it was stored, ``count`` how many entries the call appended, and ``topic`` where:
+    reading ``topic`` at ``expected_offset`` later tells which it was. Appending again blindly
+    could store the entries twice.
+    """
+
+    def __init__(self, message: str, *, topic: str, expected_offset: int, count: int) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.expected_offset = expected_offset
+        self.count = count

@@ -21,6 +21,7 @@ from walrus_core.format import (
     ENTRY_HEADER,
     ENTRY_HEADER_SIZE,
     ENTRY_VERSION,
+    FLAG_BATCH_OPEN,
     MIX_LEN,
     MIX_POS,
     MIX_SEQ,
@@ -285,12 +286,15 @@ class EntryReader:
         max_entries: int,
         max_bytes: int,
         peek_one: bool = False,
+        flags_out: list[int] | None = None,
     ) -> tuple[list[Entry], Block, int, int]:
         """Read entries from ``offset`` (at ``block``/``pos``) up to offset ``stop``.
 
         Returns (entries, block, pos, payload bytes) where block/pos locate the entry after
         the last one returned. ``max_bytes`` bounds the payload total (at least one entry is
         returned). The cursor's buffer is used and refilled; the cursor's position is not changed.
+        With ``flags_out`` the entry header flags of every returned entry are appended to it
+        (the slower Python loop then runs: the compiled one does not report flags).
         """
         topic = cursor.topic
         out: list[Entry] = []
@@ -298,7 +302,7 @@ class EntryReader:
         total = 0
         append = out.append
         new, set_data, set_offset = _new, _set_data, _set_offset  # see entry.new_entry
-        decode_run = accel.decode_run if accel is not None else None
+        decode_run = accel.decode_run if accel is not None and flags_out is None else None
         buf = cursor.buf
         buf_start = cursor.buf_start if cursor.buf_block is block else -1
         if buf_start < 0:
@@ -388,6 +392,8 @@ class EntryReader:
                 set_data(entry, data)
                 set_offset(entry, offset)
                 append(entry)
+                if flags_out is not None:
+                    flags_out.append(flags)
                 total += length
                 offset += 1
                 rel = hi
@@ -419,6 +425,8 @@ class EntryReader:
                         error = self.damaged(topic, block, pos, offset, "checksum mismatch")
                         break
                     append(Entry(data, offset))
+                    if flags_out is not None:
+                        flags_out.append(flags)
                     total += length
                     offset += 1
                     pos = end
@@ -433,6 +441,8 @@ class EntryReader:
                 error = self.damaged(topic, block, pos, offset, "checksum mismatch")
                 break
             append(Entry(data, offset))
+            if flags_out is not None:
+                flags_out.append(flags)
             total += length
             offset += 1
             pos = end
@@ -443,3 +453,55 @@ class EntryReader:
             raise error
         # Entries before a damaged one are returned; the next read raises at the damage.
         return out, block, pos, total
+
+
+def read_groups(
+    reader: Reader, topic: Topic, offset: int, end: int, max_entries: int, max_bytes: int
+) -> list[list[Entry]]:
+    """Entries from ``offset`` (below ``end``) grouped by the append that wrote them.
+
+    A single append is a group of one, a batch append a group of its entries. Whole groups
+    only: groups are added while their payload total stays within ``max_bytes`` and their entry
+    count within ``max_entries``, and the first group is returned whole even when it is larger
+    (a batch is at most the batch limit, which bounds it). The boundaries come from the entry
+    headers' ``BATCH_OPEN`` flag, which every entry of a batch but its last carries.
+    """
+    from walrus_core.cursors import Cursor  # cursors imports this module
+
+    groups: list[list[Entry]] = []
+    group: list[Entry] = []
+    total = 0
+    count = 0
+    while offset < end:
+        scratch = Cursor(topic, None, b"")  # a throw-away read-ahead buffer
+        block, pos = reader.locate(topic, offset, scratch)
+        flags: list[int] = []
+        first_group = not groups
+        entries, _block, _pos, _nbytes = reader.read_batch(
+            scratch,
+            offset,
+            block,
+            pos,
+            end,
+            max_entries if first_group else max_entries - count,
+            max(1, max_bytes - total),
+            flags_out=flags,
+        )
+        for entry, entry_flags in zip(entries, flags, strict=True):
+            group.append(entry)
+            if not entry_flags & FLAG_BATCH_OPEN:
+                size = sum(len(e.data) for e in group)
+                if groups and (total + size > max_bytes or count + len(group) > max_entries):
+                    return groups
+                groups.append(group)
+                total += size
+                count += len(group)
+                group = []
+        offset += len(entries)
+        if group:
+            if groups:  # a group cut by the budget: it is for the next call
+                return groups
+            continue  # the first group is returned whole
+        if total >= max_bytes or count >= max_entries:
+            break
+    return groups
