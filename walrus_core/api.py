@@ -426,8 +426,7 @@ class Walrus:
             payloads, total, longest = accel.measure(items, _as_payload)
         else:
             payloads = [
-                (item, len(item)) if type(item) is bytes else _as_payload(item)
-                for item in items
+                (item, len(item)) if type(item) is bytes else _as_payload(item) for item in items
             ]
             total = sum([length for _payload, length in payloads])
             longest = max([length for _payload, length in payloads], default=0)
@@ -608,13 +607,15 @@ class Walrus:
                 if offset >= end:
                     return []
                 try:
-                    if offset == start_offset and offset > t.start:
-                        # The entry before ends a group unless it is an open batch entry.
-                        if not read_groups(self._reader, t, offset - 1, offset, 1, 1):
-                            raise OffsetOutOfRangeError(
-                                f"start_offset {start_offset} of topic {topic!r} is inside"
-                                " a batch"
-                            )
+                    # The entry before ends a group unless it is an open batch entry.
+                    if (
+                        offset == start_offset
+                        and offset > t.start
+                        and not read_groups(self._reader, t, offset - 1, offset, 1, 1)
+                    ):
+                        raise OffsetOutOfRangeError(
+                            f"start_offset {start_offset} of topic {topic!r} is inside a batch"
+                        )
                     return read_groups(
                         self._reader, t, offset, end, self.limits.max_batch_entries, max_bytes
                     )

@@ -68,9 +68,7 @@ class EntryReader:
         )
 
     # -- positioning ------------------------------------------------------------------------
-    def locate(
-        self, topic: Topic, offset: int, cursor: Cursor | None = None
-    ) -> tuple[Block, int]:
+    def locate(self, topic: Topic, offset: int, cursor: Cursor | None = None) -> tuple[Block, int]:
         """(block, in-block position) of entry ``offset`` (which must be < topic.end).
 
         With ``cursor``, the bytes read to find the entry become the cursor's read-ahead
@@ -456,7 +454,7 @@ class EntryReader:
 
 
 def read_groups(
-    reader: Reader, topic: Topic, offset: int, end: int, max_entries: int, max_bytes: int
+    reader: EntryReader, topic: Topic, offset: int, end: int, max_entries: int, max_bytes: int
 ) -> list[list[Entry]]:
     """Entries from ``offset`` (below ``end``) grouped by the append that wrote them.
 

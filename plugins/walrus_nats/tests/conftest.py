@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from walrus_nats import NatsWalrus
 from walrus_nats.testing import NatsCluster, NatsServer, server_binary
 
@@ -33,7 +32,9 @@ def nats_binary() -> Path:
 
 
 @pytest.fixture(scope="session")
-def nats_server(nats_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+def nats_server(
+    nats_binary: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NatsServer]:
     """One JetStream server (batch limit 2000) for the session."""
     server = NatsServer(tmp_path_factory.mktemp("nats"), binary=nats_binary).start()
     try:
@@ -74,7 +75,9 @@ def open_walrus(open_log: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def nats_cluster(nats_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+def nats_cluster(
+    nats_binary: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NatsCluster]:
     """Three servers in one cluster, for a module's failure tests."""
     cluster = NatsCluster(tmp_path_factory.mktemp("cluster")).start()
     try:

@@ -8,6 +8,8 @@ import os
 from typing import Any
 
 import pytest
+from walrus_nats import AsyncNatsWalrus, NatsWalrus, TopicEndMismatchError, naming
+from walrus_nats.testing import PINNED_VERSION, NatsServer, server_version
 
 from walrus_core import (
     BatchTooLargeError,
@@ -41,8 +43,6 @@ from walrus_core.testing.test_log_behaviour import (  # noqa: F401 - collected b
     test_seek,
     test_zero_length_entries_returned_by_both_reads,
 )
-from walrus_nats import AsyncNatsWalrus, NatsWalrus, TopicEndMismatchError, naming
-from walrus_nats.testing import PINNED_VERSION, NatsServer, server_version
 
 OpenLog = Any
 
@@ -62,7 +62,16 @@ def test_it_is_a_walrus_log_and_reports_the_server(open_log: OpenLog) -> None:
 
 def test_hostile_topic_names_get_safe_streams_and_come_back_exactly(open_log: OpenLog) -> None:
     log = open_log()
-    names = ["a.b", "orders.>", "*", "with space", "tab\tand\nnewline", "é/\\ü", "x" * 255, "$JS.API"]
+    names = [
+        "a.b",
+        "orders.>",
+        "*",
+        "with space",
+        "tab\tand\nnewline",
+        "é/\\ü",
+        "x" * 255,
+        "$JS.API",
+    ]
     for i, name in enumerate(names):
         assert log.append_for_topic(name, name.encode()) == 0
         stream = naming.stream_name(naming.namespace_token(log.key), name)
@@ -160,7 +169,12 @@ def test_positional_appends(open_log: OpenLog) -> None:
         log.append_at("t", 1, [b"again"])
     assert info.value.end == 3
     assert log.append_for_topic("t", b"d") == 3
-    assert [e.data for e in log.batch_read_for_topic("t", 100, start_offset=0)] == [b"a", b"b", b"c", b"d"]
+    assert [e.data for e in log.batch_read_for_topic("t", 100, start_offset=0)] == [
+        b"a",
+        b"b",
+        b"c",
+        b"d",
+    ]
 
 
 def test_two_writers_interleave_without_loss_or_duplicates(open_log: OpenLog) -> None:
@@ -171,7 +185,9 @@ def test_two_writers_interleave_without_loss_or_duplicates(open_log: OpenLog) ->
     got = open_log().batch_read_for_topic("t", 1 << 20, start_offset=0)
     assert [e.offset for e in got] == list(range(300))
     data = [e.data for e in got]
-    assert sorted(data) == sorted([b"a%d" % i for i in range(100)] + [x for i in range(100) for x in (b"b%d" % i, b"B%d" % i)])
+    assert sorted(data) == sorted(
+        [b"a%d" % i for i in range(100)] + [x for i in range(100) for x in (b"b%d" % i, b"B%d" % i)]
+    )
     for i in range(100):  # a batch stays together
         assert data.index(b"B%d" % i) == data.index(b"b%d" % i) + 1
 
@@ -217,7 +233,9 @@ def test_sync_each_needs_a_server_that_syncs_every_write(nats_server: NatsServer
         assert log.server.sync_interval_ms == 120_000
 
 
-def test_sync_each_is_accepted_by_a_server_that_syncs_always(nats_binary: Any, tmp_path: Any, key: str) -> None:
+def test_sync_each_is_accepted_by_a_server_that_syncs_always(
+    nats_binary: Any, tmp_path: Any, key: str
+) -> None:
     from walrus_core import FsyncSchedule
 
     server = NatsServer(tmp_path, sync_always=True, binary=nats_binary).start()
@@ -231,7 +249,9 @@ def test_sync_each_is_accepted_by_a_server_that_syncs_always(nats_binary: Any, t
         server.stop()
 
 
-def test_a_server_with_the_default_batch_limit_is_probed(nats_binary: Any, tmp_path: Any, key: str) -> None:
+def test_a_server_with_the_default_batch_limit_is_probed(
+    nats_binary: Any, tmp_path: Any, key: str
+) -> None:
     server = NatsServer(tmp_path, batch_max=1000, binary=nats_binary).start()
     try:
         with NatsWalrus([server.url], key=key) as log:
@@ -245,8 +265,9 @@ def test_a_server_with_the_default_batch_limit_is_probed(nats_binary: Any, tmp_p
 
 
 def test_no_server_is_a_remote_unavailable_error(key: str) -> None:
-    from walrus_core import RemoteUnavailableError
     from walrus_nats.testing import free_ports
+
+    from walrus_core import RemoteUnavailableError
 
     (port,) = free_ports(1)
     with pytest.raises(RemoteUnavailableError):

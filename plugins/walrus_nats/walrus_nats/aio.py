@@ -40,7 +40,6 @@ from walrus_core import (
     WalrusValueError,
 )
 from walrus_core.names import encode_name
-
 from walrus_nats import naming, server, wire
 from walrus_nats.config import NatsSettings
 from walrus_nats.cursors import CursorState, CursorStore
@@ -176,7 +175,9 @@ class AsyncNatsWalrus:
         fsync = FsyncSchedule.milliseconds(200) if fsync is None else fsync
         limits = Limits() if limits is None else limits
         if not isinstance(consistency, ReadConsistency):
-            raise TypeError(f"consistency must be a ReadConsistency, not {type(consistency).__name__}")
+            raise TypeError(
+                f"consistency must be a ReadConsistency, not {type(consistency).__name__}"
+            )
         if not isinstance(fsync, FsyncSchedule):
             raise TypeError(f"fsync must be an FsyncSchedule, not {type(fsync).__name__}")
         if not isinstance(limits, Limits):
@@ -191,20 +192,19 @@ class AsyncNatsWalrus:
                     servers=list(settings.servers),
                     connect_timeout=max(1, int(settings.timeout)),
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.2,
+                    reconnect_time_wait=0.2,  # type: ignore[arg-type] # nats-py sleeps it
                     **settings.connect_options,
                 ),
                 settings.retry_for,
             )
-        except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             await nc.close()
             raise RemoteUnavailableError(
                 f"cannot connect to NATS at {', '.join(settings.servers)}: {exc!r}"
             ) from exc
         try:
-            facts = await server.inspect(nc, settings.monitoring, settings.timeout)
+            facts, cursors = await _inspect(nc, namespace, settings)
             _check_fsync(fsync, facts, settings)
-            cursors = await CursorStore.open(nc.jetstream(timeout=settings.timeout), namespace, settings)
         except BaseException:
             await nc.close()
             raise
@@ -276,7 +276,7 @@ class AsyncNatsWalrus:
         while True:
             try:
                 return await wire.api(self._nc, subject, body, self.settings.timeout)
-            except (*wire.LOST_ANSWER, nats.errors.NoRespondersError) as exc:
+            except wire.NO_ANSWER as exc:
                 if time.monotonic() + delay >= deadline:
                     raise RemoteUnavailableError(f"{subject}: no answer ({exc!r})") from exc
             except wire.ApiError as exc:
@@ -425,7 +425,9 @@ class AsyncNatsWalrus:
             stream.last = offset
             return await self._append(stream, entries, positional=True)
 
-    async def _append(self, stream: _Stream, payloads: list[bytes], positional: bool = False) -> range:
+    async def _append(
+        self, stream: _Stream, payloads: list[bytes], positional: bool = False
+    ) -> range:
         """Store ``payloads`` at the stream's end, exactly once (see the module's docstring)."""
         append_id = secrets.token_hex(12)
         unsure: set[int] = set()  # expected ends of the tries whose answer was lost
@@ -453,7 +455,7 @@ class AsyncNatsWalrus:
             except wire.ApiError as exc:
                 actual = exc.actual_last
                 if actual is not None:
-                    mine = await self._settle(stream, unsure, append_id, actual)
+                    mine = await self._settle(stream, unsure, append_id, actual, count)
                     stream.last = max(stream.last, actual)
                     if mine is not None:
                         return range(mine, mine + count)
@@ -512,27 +514,42 @@ class AsyncNatsWalrus:
         ) from failure
 
     async def _settle(
-        self, stream: _Stream, unsure: set[int], append_id: str, actual: int
+        self, stream: _Stream, unsure: set[int], append_id: str, actual: int, count: int
     ) -> int | None:
         """Where an earlier try of this append was stored, if one was: only at its expected
         place (a positional append lands nowhere else), seen by our id there."""
         for expected in sorted(unsure):
             if expected >= actual:
                 continue
-            message = await self._message(stream, expected + 1, actual)
-            if message is not None and message.headers.get(wire.APPEND_ID) == append_id:
+            message = await self._message(stream, expected + 1)
+            if message is None:
+                # The entry there exists but cannot be read now: whose it is stays unknown,
+                # and appending elsewhere could store this append twice.
+                raise AppendOutcomeUnknownError(
+                    f"appending to {stream.topic!r}: an answer was lost, and offset {expected},"
+                    " where it would be, cannot be read now; read that offset later to know",
+                    topic=stream.topic,
+                    expected_offset=expected,
+                    count=count,
+                )
+            if message.headers.get(wire.APPEND_ID) == append_id:
                 return expected
         return None
 
-    async def _message(self, stream: _Stream, seq: int, known_last: int) -> wire.Message | None:
+    async def _message(self, stream: _Stream, seq: int) -> wire.Message | None:
+        """The stored message ``seq`` (known to exist), or None when no server hands it out
+        within ``retry_for``."""
         deadline = time.monotonic() + self.settings.retry_for
         while True:
-            got = await self._direct(stream, seq, 1, 1)
+            try:
+                got = await self._direct(stream, seq, 1, self.server.max_payload + MESSAGE_OVERHEAD)
+            except (RemoteUnavailableError, StorageError):
+                return None
             if got.messages and got.messages[0].seq == seq:
                 return got.messages[0]
-            if seq > known_last or time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 return None
-            await asyncio.sleep(0.01)  # a replica behind the leader: ask again
+            await asyncio.sleep(0.05)  # a replica behind the leader, or no leader: ask again
 
     # -- reads ------------------------------------------------------------------------------
     async def _direct(self, stream: _Stream, seq: int, batch: int, max_bytes: int) -> wire.Messages:
@@ -542,7 +559,7 @@ class AsyncNatsWalrus:
                 return await wire.direct_get(
                     self._nc, stream.name, seq, batch, max_bytes, self.settings.timeout
                 )
-            except (*wire.LOST_ANSWER, nats.errors.NoRespondersError) as exc:
+            except wire.NO_ANSWER as exc:
                 if time.monotonic() >= deadline:
                     raise RemoteUnavailableError(
                         f"reading {stream.topic!r} at {seq - 1}: no answer ({exc!r})"
@@ -782,3 +799,31 @@ def _check_fsync(fsync: FsyncSchedule, facts: server.ServerFacts, settings: Nats
         f" the NATS servers sync every {facts.sync_interval_ms} ms: set"
         " 'jetstream { sync_interval: always }' on every server, or use another FsyncSchedule"
     )
+
+
+#: What connection setup retries while JetStream gets ready.
+_SETUP_FAILURES: tuple[type[Exception], ...] = (*wire.FAILED, nats.errors.Error)
+
+
+async def _inspect(
+    nc: Client, namespace: str, settings: NatsSettings
+) -> tuple[server.ServerFacts, CursorStore]:
+    """The server's facts and the namespace's cursor bucket, asked again while JetStream is
+    not ready (a cluster electing its leaders answers "unavailable", or not at all)."""
+    deadline = time.monotonic() + settings.retry_for
+    while True:
+        try:
+            facts = await server.inspect(nc, settings.monitoring, settings.timeout)
+            cursors = await CursorStore.open(
+                nc.jetstream(timeout=settings.timeout), namespace, settings
+            )
+            return facts, cursors
+        except _SETUP_FAILURES as exc:
+            if isinstance(exc, wire.ApiError) and exc.code not in (500, 503):
+                raise StorageError(f"JetStream refused the connection's setup: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise RemoteUnavailableError(
+                    f"JetStream at {', '.join(settings.servers)} did not become ready in"
+                    f" {settings.retry_for} s: {exc!r}"
+                ) from exc
+            await asyncio.sleep(0.2)

@@ -22,11 +22,21 @@ def _servers(value: Any) -> tuple[str, ...]:
     return servers
 
 
+def _urls(value: Any) -> tuple[str, ...]:
+    urls = tuple(value)
+    for url in urls:
+        if not isinstance(url, str) or not url:
+            raise InvalidConfigError(f"a monitoring URL must be a non-empty string, got {url!r}")
+    return urls
+
+
 def _positive_seconds(_inst: Any, attribute: attrs.Attribute[float], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{attribute.name} must be a number of seconds, not {type(value).__name__}")
     if not (value > 0 and math.isfinite(value)):
-        raise InvalidConfigError(f"{attribute.name} must be a positive number of seconds, got {value}")
+        raise InvalidConfigError(
+            f"{attribute.name} must be a positive number of seconds, got {value}"
+        )
 
 
 def _replicas(_inst: Any, _attribute: Any, value: Any) -> None:
@@ -58,7 +68,7 @@ class NatsSettings:
     replicas: int = attrs.field(default=1, validator=_replicas)
     timeout: float = attrs.field(default=5.0, validator=_positive_seconds)
     retry_for: float = attrs.field(default=15.0, validator=_positive_seconds)
-    monitoring: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    monitoring: tuple[str, ...] = attrs.field(default=(), converter=_urls)
     trust_server_sync: bool = False
     connect_options: dict[str, Any] = attrs.field(factory=dict)
 

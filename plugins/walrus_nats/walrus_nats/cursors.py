@@ -25,9 +25,11 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from walrus_core import RemoteUnavailableError, StorageError
-
 from walrus_nats import naming, wire
 from walrus_nats.config import NatsSettings
+
+#: A cursor write that may be tried again: no answer, or a refusal other than a conflict.
+_RETRYABLE: tuple[type[Exception], ...] = (*wire.NO_ANSWER, nats.js.errors.APIError)
 
 
 @attrs.define(eq=False)
@@ -58,7 +60,9 @@ class CursorStore:
         self._states: dict[tuple[str, str | None], CursorState] = {}
 
     @classmethod
-    async def open(cls, js: JetStreamContext, namespace: str, settings: NatsSettings) -> CursorStore:
+    async def open(
+        cls, js: JetStreamContext, namespace: str, settings: NatsSettings
+    ) -> CursorStore:
         """The namespace's bucket, created on first use with ``settings.replicas`` copies."""
         bucket = naming.cursor_bucket(namespace)
         try:
@@ -95,7 +99,7 @@ class CursorStore:
                 entry = await self._kv.get(key)
             except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
                 return 0, None, None
-            except wire.LOST_ANSWER as exc:
+            except wire.NO_ANSWER as exc:
                 if time.monotonic() >= deadline:
                     raise RemoteUnavailableError(f"reading cursor {key}: {exc!r}") from exc
                 await asyncio.sleep(0.05)
@@ -123,13 +127,16 @@ class CursorStore:
                 stored, revision_now, stored_op = await self._read(state.key)
                 if stored_op == op:  # an earlier try of this write went through
                     state.stored, state.revision, state.offset, state.pending = (
-                        offset, revision_now, offset, 0
+                        offset,
+                        revision_now,
+                        offset,
+                        0,
                     )
                     return True
                 state.stored, state.revision = stored, revision_now
                 state.offset, state.pending = stored, 0
                 return False
-            except (*wire.LOST_ANSWER, nats.js.errors.APIError) as exc:
+            except _RETRYABLE as exc:
                 if time.monotonic() >= deadline:
                     raise RemoteUnavailableError(
                         f"moving cursor {state.consumer!r} of {state.topic!r} to {offset}:"
@@ -140,7 +147,10 @@ class CursorStore:
                 stored, revision_now, stored_op = await self._read(state.key)
                 if stored_op == op:
                     state.stored, state.revision, state.offset, state.pending = (
-                        offset, revision_now, offset, 0
+                        offset,
+                        revision_now,
+                        offset,
+                        0,
                     )
                     return True
                 if revision_now != state.revision:

@@ -16,6 +16,7 @@ so that space reclamation never gives back entries the mirror has not shipped ye
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Iterable
@@ -31,7 +32,6 @@ from walrus_core import (
     WalrusClosedError,
     WalrusError,
 )
-
 from walrus_nats.aio import AsyncNatsWalrus, TopicEndMismatchError
 from walrus_nats.loop import EventLoopThread
 
@@ -93,8 +93,14 @@ class Mirror:
     ) -> None:
         if not isinstance(wal, Walrus):
             raise TypeError(f"wal must be a walrus_core.Walrus, not {type(wal).__name__}")
-        if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or not poll_interval > 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        if (
+            isinstance(poll_interval, bool)
+            or not isinstance(poll_interval, (int, float))
+            or not poll_interval > 0
+        ):
+            raise ValueError(
+                f"poll_interval must be a positive number of seconds, got {poll_interval!r}"
+            )
         self._wal = wal
         self._poll = float(poll_interval)
         self._loop = EventLoopThread("walrus-nats-mirror")
@@ -116,7 +122,7 @@ class Mirror:
         self._stopped_topics: dict[str, str] = {}  # topic -> why it is not shipped any more
         self._last_error: dict[str, str] = {}
         self._round = asyncio.Lock()
-        self._task: asyncio.Future[None] | None = None
+        self._task: concurrent.futures.Future[None] | None = None
         self._stop = threading.Event()
         self.shipped_entries = 0
         self.shipped_groups = 0
@@ -126,7 +132,7 @@ class Mirror:
         """Start shipping in the background (idempotent); returns the mirror."""
         if self._task is None:
             self._stop.clear()
-            self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop._loop)  # noqa: SLF001
+            self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop._loop)
         return self
 
     def sync(self) -> int:
@@ -148,7 +154,7 @@ class Mirror:
         if task is not None:
             try:
                 task.result()
-            except Exception:  # noqa: BLE001 - recorded in status(); stopping must not fail
+            except Exception:
                 pass
         try:
             self._loop.run(self._remote.close())
@@ -219,7 +225,9 @@ class Mirror:
             end = await self._remote.end_offset(topic)
             await self._check_same(topic, end)
             self._remote_end[topic] = end
-            self._wal.seek(topic, min(end, self._wal.topic_info(topic).end_offset), consumer=MIRROR_CONSUMER)
+            self._wal.seek(
+                topic, min(end, self._wal.topic_info(topic).end_offset), consumer=MIRROR_CONSUMER
+            )
         shipped = 0
         started = end
         local_end = self._wal.topic_info(topic).end_offset

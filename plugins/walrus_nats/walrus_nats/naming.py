@@ -70,5 +70,9 @@ def cursor_bucket(namespace: str) -> str:
 
 def cursor_key(topic: str, consumer: str | None) -> str:
     """The key of the cursor of ``consumer`` (None: the default one) on ``topic``."""
-    who = "default" if consumer is None else _digest(b"consumer", encode_name(consumer, "consumer"), _HASH_CHARS)
+    who = (
+        "default"
+        if consumer is None
+        else _digest(b"consumer", encode_name(consumer, "consumer"), _HASH_CHARS)
+    )
     return f"{topic_token(topic)}.{who}"

@@ -14,7 +14,6 @@ import attrs
 from nats.aio.client import Client
 
 from walrus_core import BackendUnavailableError
-
 from walrus_nats import wire
 
 #: The oldest server with atomic batches (ADR-50) and direct batch gets.
@@ -105,14 +104,18 @@ async def probe_batch_limit(nc: Client, timeout: float) -> int:
                 nc, subject, [b""] * PROBE_BATCH, {}, secrets.token_hex(8), timeout
             )
         except wire.ApiError as exc:
+            if exc.code in (500, 503):
+                raise  # not ready: asked again
             if exc.batch_limit is None:
-                raise BackendUnavailableError(f"the NATS server refused a probe batch: {exc}") from exc
+                raise BackendUnavailableError(
+                    f"the NATS server refused a probe batch: {exc}"
+                ) from exc
             return exc.batch_limit
         return PROBE_BATCH
     finally:
         try:
             await wire.api(nc, f"$JS.API.STREAM.DELETE.{name}", None, timeout)
-        except (wire.ApiError, *wire.LOST_ANSWER):
+        except wire.FAILED:
             pass  # an in-memory stream of at most one message: harmless if it stays
 
 
@@ -122,7 +125,9 @@ def _read_jsz(url: str, timeout: float) -> dict[str, Any]:
         return data
 
 
-async def read_sync_setting(monitoring: tuple[str, ...], timeout: float) -> tuple[bool | None, int | None]:
+async def read_sync_setting(
+    monitoring: tuple[str, ...], timeout: float
+) -> tuple[bool | None, int | None]:
     """(sync_always, sync_interval_ms) from the servers' monitoring endpoints: every server
     must sync always for a write to be on disk everywhere that acknowledged it."""
     if not monitoring:
@@ -145,11 +150,13 @@ async def read_sync_setting(monitoring: tuple[str, ...], timeout: float) -> tupl
 
 async def inspect(nc: Client, monitoring: tuple[str, ...], timeout: float) -> ServerFacts:
     """Ask the connected server everything :class:`ServerFacts` holds."""
-    info = dict(nc._server_info)  # noqa: SLF001 - nats-py keeps INFO only there
+    info = dict(nc._server_info)
     version = check_version(info)
     try:
         await wire.api(nc, "$JS.API.INFO", None, timeout)
     except wire.ApiError as exc:
+        if exc.code in (500, 503):
+            raise  # not ready: asked again
         raise BackendUnavailableError(f"JetStream is not available to this account: {exc}") from exc
     batch_limit = await probe_batch_limit(nc, timeout)
     sync_always, interval = await read_sync_setting(monitoring, timeout)

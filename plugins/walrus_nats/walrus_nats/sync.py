@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import Any
 
 from walrus_core import Entry, FsyncSchedule, Limits, Payload, ReadConsistency
-
 from walrus_nats.aio import AsyncNatsWalrus
 from walrus_nats.config import NatsSettings
 from walrus_nats.loop import EventLoopThread

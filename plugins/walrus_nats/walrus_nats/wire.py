@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 
 #: The stream's last sequence is not the one a positional publish expected.
@@ -40,13 +41,21 @@ _BATCH_LIMIT = re.compile(r"too large: (\d+)")
 
 #: What nats-py raises when an answer did not come: the request may or may not have been
 #: carried out.
-LOST_ANSWER: tuple[type[BaseException], ...] = (
+LOST_ANSWER: tuple[type[Exception], ...] = (
     nats.errors.TimeoutError,
     asyncio.TimeoutError,
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.StaleConnectionError,
     nats.errors.FlushTimeoutError,
+)
+
+
+#: No answer, or nobody to answer (no stream leader yet): a request not known to be refused.
+NO_ANSWER: tuple[type[Exception], ...] = (
+    *LOST_ANSWER,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
 )
 
 
@@ -87,11 +96,17 @@ def _answer(data: bytes) -> dict[str, Any]:
     return answer
 
 
-async def api(nc: Client, subject: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+async def api(
+    nc: Client, subject: str, body: dict[str, Any] | None, timeout: float
+) -> dict[str, Any]:
     """A JetStream API request (``$JS.API...``); raises :class:`ApiError` on a refusal."""
     payload = json.dumps(body).encode() if body is not None else b""
     reply = await nc.request(subject, payload, timeout=timeout)
     return _answer(reply.data)
+
+
+#: Any failure of a request: refused, or not answered.
+FAILED: tuple[type[Exception], ...] = (ApiError, *NO_ANSWER)
 
 
 @attrs.frozen
