@@ -19,7 +19,9 @@ def _write(wal: Walrus, rng: random.Random, calls: int) -> list[list[bytes]]:
             wal.append_for_topic("t", payload)
             written.append([payload])
         else:
-            batch = [rng.randbytes(rng.choice([0, 7, 700, 5000])) for _ in range(rng.randint(1, 40))]
+            batch = [
+                rng.randbytes(rng.choice([0, 7, 700, 5000])) for _ in range(rng.randint(1, 40))
+            ]
             wal.batch_append_for_topic("t", batch)
             written.append(batch)
         if i % 7 == 0:

@@ -168,6 +168,8 @@ def test_positional_appends(open_log: OpenLog) -> None:
     with pytest.raises(TopicEndMismatchError) as info:
         log.append_at("t", 1, [b"again"])
     assert info.value.end == 3
+    with pytest.raises(TopicEndMismatchError):
+        log.append_at("t", 10, [b"ahead of the end"])  # what it assumed is not kept
     assert log.append_for_topic("t", b"d") == 3
     assert [e.data for e in log.batch_read_for_topic("t", 100, start_offset=0)] == [
         b"a",

@@ -456,7 +456,7 @@ class AsyncNatsWalrus:
                 actual = exc.actual_last
                 if actual is not None:
                     mine = await self._settle(stream, unsure, append_id, actual, count)
-                    stream.last = max(stream.last, actual)
+                    stream.last = actual  # the server's end: the truth, whatever we assumed
                     if mine is not None:
                         return range(mine, mine + count)
                     if positional:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from walrus_core import Walrus, WalrusLog
-
 from walrus_nats.sync import NatsWalrus
 from walrus_nats.testing import NatsCluster, NatsServer
 
