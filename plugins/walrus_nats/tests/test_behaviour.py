@@ -288,3 +288,19 @@ def test_the_asyncio_api(nats_server: NatsServer, key: str) -> None:
             return [first, *rest]  # type: ignore[list-item]
 
     assert asyncio.run(main()) == [Entry(b"a", 0), Entry(b"b", 1), Entry(b"c", 2)]
+
+
+def test_pipelined_appends_at_their_own_offsets(open_log: OpenLog) -> None:
+    log = open_log()
+    assert log.append_each_at("t", 0, [b"%d" % i for i in range(300)]) == 300
+    assert log.append_each_at("t", 301, [b"gap"]) == 0  # would leave a hole
+    # 299 is taken; the second entry belongs at 300, which is the end: it is stored there,
+    # and the count says only what was confirmed in order from the offset asked for.
+    assert log.append_each_at("t", 299, [b"late", b"300"]) == 0
+    assert log.end_offset("t") == 301
+    assert log.append_each_at("t", 301, [b"301"]) == 1
+    got = log.batch_read_for_topic("t", 1 << 20, start_offset=0)
+    assert [e.data for e in got] == [b"%d" % i for i in range(302)]
+    with pytest.raises(EntryTooLargeError):
+        log.append_each_at("t", 302, [bytes(log.limits.max_entry_bytes + 1)])
+    assert log.append_for_topic("t", b"next") == 302

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from walrus_core import Walrus, WalrusLog
+from walrus_nats.mirror import Mirror
 from walrus_nats.sync import NatsWalrus
 from walrus_nats.testing import NatsCluster, NatsServer
 
@@ -62,6 +63,26 @@ def measure(log: WalrusLog, singles: int, batches: int, batch: int, reads: int) 
     }
 
 
+def measure_mirror(
+    base: Path, servers: list[str], replicas: int, singles: int, batches: int
+) -> dict[str, float]:
+    """Entries per second a Mirror ships: a backlog of single appends, then of batches."""
+    key = f"mirror-{uuid.uuid4().hex[:8]}"
+    out: dict[str, float] = {}
+    with Walrus(base / key, backend="fd") as wal:
+        mirror = Mirror(wal, servers, key=key, replicas=replicas)
+        try:
+            for _ in range(singles):
+                wal.append_for_topic("singles", PAYLOAD)
+            out["mirror: single appends shipped"] = _rate(singles, mirror.sync)
+            for _ in range(batches):
+                wal.batch_append_for_topic("batches", [PAYLOAD] * 1000)
+            out["mirror: batches of 1000 shipped"] = _rate(batches * 1000, mirror.sync)
+        finally:
+            mirror.stop()
+    return out
+
+
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
@@ -74,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     singles, batches, reads = (300, 5, 300) if args.quick else (2000, 20, 2000)
     sizes: dict[str, Any] = {"singles": singles, "batches": batches, "batch": 1000, "reads": reads}
     results: dict[str, dict[str, float]] = {}
+    mirrors: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch)
         runs = []
@@ -85,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             with NatsWalrus([server.url], key="bench") as log:
                 results["NatsWalrus, 1 node"] = _median([measure(log, **sizes) for _ in range(3)])
+            mirrors["1 node"] = _median(
+                [measure_mirror(base, [server.url], 1, singles * 2, batches) for _ in range(3)]
+            )
         finally:
             server.stop()
         cluster = NatsCluster(base / "three").start()
@@ -93,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
                 results["NatsWalrus, 3 nodes (R3)"] = _median(
                     [measure(log, **sizes) for _ in range(3)]
                 )
+            mirrors["3 nodes (R3)"] = _median(
+                [measure_mirror(base, cluster.urls, 3, singles * 2, batches) for _ in range(3)]
+            )
         finally:
             cluster.stop()
     local = results["local Walrus (fd)"]
@@ -106,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(f"{rates[name]:>18,.0f}{ratio:>10}")
         print(f"{name:32}" + "".join(cells))
     print("(Nx): how many times slower than the local log, measured in this run")
+    print()
+    print(f"{'mirror of a local backlog':32}" + "".join(f"{subject:>28}" for subject in mirrors))
+    for name in next(iter(mirrors.values())):
+        print(f"{name:32}" + "".join(f"{rates[name]:>28,.0f}" for rates in mirrors.values()))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 
 from walrus_core import (
+    Entry,
     OffsetOutOfRangeError,
     StorageError,
     Walrus,
@@ -249,7 +250,22 @@ class Mirror:
                     f"local entries {end}..{groups[0][0].offset - 1} of {topic!r} were dropped"
                     " before the mirror shipped them"
                 )
-            for group in groups:
+            for run in _runs(groups):
+                if run.singles:
+                    # Single appends go pipelined; each only fits at its own offset.
+                    payloads = [group[0].data for group in run.groups]
+                    confirmed = await self._remote.append_each_at(topic, end, payloads)
+                    end += confirmed
+                    shipped += confirmed
+                    self.shipped_groups += confirmed
+                    if confirmed < len(payloads):  # ask the server where it stands
+                        actual = await self._remote.end_offset(topic)
+                        await self._check_same(topic, actual)
+                        shipped += max(0, actual - end)
+                        end = actual
+                        break
+                    continue
+                group = run.groups[0]
                 try:
                     await self._remote.append_at(topic, end, [entry.data for entry in group])
                 except TopicEndMismatchError as exc:  # another copy of the mirror ran: follow it
@@ -283,6 +299,24 @@ class Mirror:
             raise MirrorDivergedError(
                 f"entry {end - 1} of {topic!r} differs between the local log and the remote copy"
             )
+
+
+@attrs.frozen
+class _Run:
+    """Consecutive groups shipped the same way: single entries (pipelined), or one batch."""
+
+    singles: bool
+    groups: list[list[Entry]]
+
+
+def _runs(groups: list[list[Entry]], window: int = 256) -> list[_Run]:
+    runs: list[_Run] = []
+    for group in groups:
+        if len(group) == 1 and runs and runs[-1].singles and len(runs[-1].groups) < window:
+            runs[-1].groups.append(group)
+        else:
+            runs.append(_Run(len(group) == 1, [group]))
+    return runs
 
 
 def wait_until_shipped(mirror: Mirror, timeout: float) -> bool:

@@ -132,6 +132,11 @@ class NatsWalrus:
         """Append only if the topic ends at ``offset``. See :meth:`AsyncNatsWalrus.append_at`."""
         return self._loop.run(self._log.append_at(topic, offset, entries))
 
+    def append_each_at(self, topic: str, offset: int, payloads: list[bytes]) -> int:
+        """Pipelined single appends at their own offsets; see
+        :meth:`AsyncNatsWalrus.append_each_at`."""
+        return self._loop.run(self._log.append_each_at(topic, offset, payloads))
+
     def read_next(
         self, topic: str, checkpoint: bool = True, *, consumer: str | None = None
     ) -> Entry | None:
