@@ -304,3 +304,10 @@ def test_pipelined_appends_at_their_own_offsets(open_log: OpenLog) -> None:
     with pytest.raises(EntryTooLargeError):
         log.append_each_at("t", 302, [bytes(log.limits.max_entry_bytes + 1)])
     assert log.append_for_topic("t", b"next") == 302
+
+
+def test_replicas_beyond_a_single_server_are_a_config_error(
+    nats_server: NatsServer, key: str
+) -> None:
+    with pytest.raises(InvalidConfigError, match="replicas=3"):
+        NatsWalrus([nats_server.url], key=key, replicas=3, retry_for=30.0)

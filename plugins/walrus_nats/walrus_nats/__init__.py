@@ -15,6 +15,7 @@ from walrus_nats.mirror import (
     Mirror,
     MirrorDivergedError,
     MirrorGapError,
+    MirrorLimitError,
     TopicMirror,
 )
 from walrus_nats.server import ServerFacts
@@ -27,6 +28,7 @@ __all__ = [
     "Mirror",
     "MirrorDivergedError",
     "MirrorGapError",
+    "MirrorLimitError",
     "NatsSettings",
     "NatsWalrus",
     "ServerFacts",

@@ -280,8 +280,10 @@ class AsyncNatsWalrus:
                 if time.monotonic() + delay >= deadline:
                     raise RemoteUnavailableError(f"{subject}: no answer ({exc!r})") from exc
             except wire.ApiError as exc:
-                if exc.code not in (500, 503) or time.monotonic() + delay >= deadline:
+                if exc.code not in (500, 503):
                     raise
+                if time.monotonic() + delay >= deadline:
+                    raise RemoteUnavailableError(f"{subject}: {exc}") from exc
             await asyncio.sleep(delay)
             delay = min(_MAX_BACKOFF, delay * 2)
 
@@ -317,6 +319,11 @@ class AsyncNatsWalrus:
         try:
             return await self._api(f"$JS.API.STREAM.CREATE.{name}", config)
         except wire.ApiError as exc:
+            if exc.err_code == wire.REPLICAS_UNSUPPORTED:
+                raise InvalidConfigError(
+                    f"replicas={self.settings.replicas}: the NATS server is not part of a"
+                    f" cluster ({exc.description})"
+                ) from exc
             try:  # created meanwhile by another process?
                 return await self._api(f"$JS.API.STREAM.INFO.{name}", None)
             except wire.ApiError:
@@ -339,12 +346,19 @@ class AsyncNatsWalrus:
             naming.subject(self._namespace, topic),
             int(info.get("state", {}).get("last_seq", 0)),
         )
-        self._streams[topic] = stream
-        return stream
+        return self._streams.setdefault(topic, stream)  # another call may have adopted it
 
     async def _end(self, stream: _Stream) -> int:
         """The topic's end offset as the stream's leader says now."""
-        info = await self._api(f"$JS.API.STREAM.INFO.{stream.name}", None)
+        try:
+            info = await self._api(f"$JS.API.STREAM.INFO.{stream.name}", None)
+        except wire.ApiError as exc:
+            if exc.err_code == wire.STREAM_NOT_FOUND:
+                self._streams.pop(stream.topic, None)
+                raise StorageError(
+                    f"the stream {stream.name} of topic {stream.topic!r} was deleted on the server"
+                ) from exc
+            raise StorageError(f"reading stream {stream.name}: {exc}") from exc
         stream.last = max(stream.last, int(info.get("state", {}).get("last_seq", 0)))
         return stream.last
 
@@ -383,8 +397,19 @@ class AsyncNatsWalrus:
             raise TypeError(
                 f"entries must be an iterable of payloads, not {type(entries).__name__}"
             ) from None
+        payloads = self._checked_batch(list(islice(iterator, self.limits.max_batch_entries + 1)))
+        if not payloads:
+            stream = await self._stream(topic, create=False)
+            end = 0 if stream is None else await self._end(stream)
+            return range(end, end)
+        stream = await self._stream(topic, create=True)
+        assert stream is not None
+        async with stream.lock:
+            return await self._append(stream, payloads)
+
+    def _checked_batch(self, items: list[Any]) -> list[bytes]:
+        """The payloads of a batch within the limits, or the core's error."""
         limit = self.limits.max_batch_entries
-        items = list(islice(iterator, limit + 1))
         if len(items) > limit:
             raise BatchTooLargeError(
                 f"batch exceeds the limit of {limit} entries (the server's batch limit is"
@@ -395,20 +420,14 @@ class AsyncNatsWalrus:
         if longest > self.limits.max_entry_bytes:
             raise EntryTooLargeError(
                 f"an entry of the batch exceeds the limit of {self.limits.max_entry_bytes}"
+                f" (the server's max_payload is {self.server.max_payload})"
             )
         total = sum(len(p) for p in payloads)
         if total > self.limits.max_batch_bytes:
             raise BatchTooLargeError(
                 f"batch of {total} bytes exceeds the limit of {self.limits.max_batch_bytes} bytes"
             )
-        if not payloads:
-            stream = await self._stream(topic, create=False)
-            end = 0 if stream is None else stream.last
-            return range(end, end)
-        stream = await self._stream(topic, create=True)
-        assert stream is not None
-        async with stream.lock:
-            return await self._append(stream, payloads)
+        return payloads
 
     async def append_at(self, topic: str, offset: int, entries: list[bytes]) -> range:
         """Append ``entries`` (one entry, or one atomic batch) only if ``offset`` is the
@@ -419,11 +438,15 @@ class AsyncNatsWalrus:
         """
         self._check_open()
         _check_int("offset", offset)
+        if offset < 0:
+            raise OffsetOutOfRangeError(f"offset must be >= 0, got {offset}")
+        payloads = self._checked_batch(list(entries))
+        if not payloads:
+            raise WalrusValueError("append_at needs at least one entry")
         stream = await self._stream(topic, create=True)
         assert stream is not None
         async with stream.lock:
-            stream.last = offset
-            return await self._append(stream, entries, positional=True)
+            return await self._append(stream, payloads, at=offset)
 
     async def append_each_at(self, topic: str, offset: int, payloads: list[bytes]) -> int:
         """Append each payload as an entry of its own at ``offset``, ``offset + 1``, ...,
@@ -477,17 +500,23 @@ class AsyncNatsWalrus:
             stream.last = max(stream.last, offset + confirmed)
             return confirmed
 
-    async def _append(
-        self, stream: _Stream, payloads: list[bytes], positional: bool = False
-    ) -> range:
-        """Store ``payloads`` at the stream's end, exactly once (see the module's docstring)."""
+    async def _append(self, stream: _Stream, payloads: list[bytes], at: int | None = None) -> range:
+        """Store ``payloads`` at the stream's end (or only at ``at``), exactly once.
+
+        The position a try expects is this call's own: it changes only when the server names
+        the real end in a refusal, after the tries whose answer was lost were settled there.
+        Reads and other calls update the shared ``stream.last`` meanwhile; a retry that took
+        its position from it could store an entry twice.
+        """
         append_id = secrets.token_hex(12)
         unsure: set[int] = set()  # expected ends of the tries whose answer was lost
         deadline = time.monotonic() + self.settings.retry_for
         delay = _FIRST_BACKOFF
         count = len(payloads)
+        positional = at is not None
+        expected = stream.last if at is None else at
         while True:
-            expected = stream.last
+            self._check_open()
             headers = {wire.EXPECTED_LAST_SEQUENCE: str(expected), wire.APPEND_ID: append_id}
             failure: BaseException
             try:
@@ -508,12 +537,16 @@ class AsyncNatsWalrus:
                 actual = exc.actual_last
                 if actual is not None:
                     mine = await self._settle(stream, unsure, append_id, actual, count)
-                    stream.last = actual  # the server's end: the truth, whatever we assumed
+                    stream.last = max(stream.last, actual)
                     if mine is not None:
                         return range(mine, mine + count)
                     if positional:
                         raise TopicEndMismatchError(stream.topic, expected, actual) from None
-                    continue  # another writer appended: try again at the real end
+                    # Another writer appended. Every unsure try expected an end below the
+                    # real one, and the end never goes back: none of them can land now.
+                    unsure.clear()
+                    expected = actual
+                    continue
                 self._refused(stream, exc)
                 failure = exc
             except nats.errors.MaxPayloadError as exc:
@@ -529,7 +562,7 @@ class AsyncNatsWalrus:
                         f"the server stored entries of {stream.topic!r} at {stored.seq - count},"
                         f" not at {expected}"
                     )
-                stream.last = stored.seq
+                stream.last = max(stream.last, stored.seq)
                 return range(expected, stored.seq)
             if time.monotonic() + delay >= deadline:
                 self._give_up(stream, unsure, count, failure)
@@ -648,8 +681,8 @@ class AsyncNatsWalrus:
                 if len(out) >= max_entries:
                     return out
             if got.last_seq is not None:
-                stream.last = max(stream.last, got.last_seq)
-            if got.messages and (got.last_seq is None or seq <= got.last_seq):
+                stream.last = max(stream.last, got.last_seq + (got.pending or 0))
+            if got.messages and got.pending:
                 continue  # cut by the server's byte budget: more is there
             if seq <= stream.last and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)  # this replica lags behind what we know exists
@@ -795,10 +828,13 @@ class AsyncNatsWalrus:
         found: list[str] = []
         offset = 0
         while True:
-            page = await self._api(
-                "$JS.API.STREAM.LIST",
-                {"offset": offset, "subject": f"walrus.{self._namespace}.*"},
-            )
+            try:
+                page = await self._api(
+                    "$JS.API.STREAM.LIST",
+                    {"offset": offset, "subject": f"walrus.{self._namespace}.*"},
+                )
+            except wire.ApiError as exc:
+                raise StorageError(f"listing the streams: {exc}") from exc
             streams = page.get("streams") or []
             for info in streams:
                 config = info.get("config", {})
@@ -871,6 +907,11 @@ async def _inspect(
             )
             return facts, cursors
         except _SETUP_FAILURES as exc:
+            if getattr(exc, "err_code", None) == wire.REPLICAS_UNSUPPORTED:
+                raise InvalidConfigError(
+                    f"replicas={settings.replicas}: the NATS server is not part of a cluster"
+                    f" ({exc})"
+                ) from exc
             if isinstance(exc, wire.ApiError) and exc.code not in (500, 503):
                 raise StorageError(f"JetStream refused the connection's setup: {exc}") from exc
             if time.monotonic() >= deadline:

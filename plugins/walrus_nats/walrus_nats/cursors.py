@@ -81,9 +81,10 @@ class CursorStore:
         """The cursor, read from the bucket the first time this process uses it."""
         state = self._states.get((topic, consumer))
         if state is None:
-            state = CursorState(topic, consumer, naming.cursor_key(topic, consumer))
-            await self.refresh(state)
-            self._states[(topic, consumer)] = state
+            fresh = CursorState(topic, consumer, naming.cursor_key(topic, consumer))
+            await self.refresh(fresh)
+            # Another call may have made it while this one waited: one state per cursor.
+            state = self._states.setdefault((topic, consumer), fresh)
         return state
 
     async def refresh(self, state: CursorState) -> None:
@@ -97,7 +98,10 @@ class CursorStore:
         while True:
             try:
                 entry = await self._kv.get(key)
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            except nats.js.errors.KeyDeletedError as exc:  # deleted outside: write over it
+                marker = getattr(exc, "entry", None)
+                return 0, getattr(marker, "revision", None), None
+            except nats.js.errors.KeyNotFoundError:
                 return 0, None, None
             except wire.NO_ANSWER as exc:
                 if time.monotonic() >= deadline:

@@ -8,6 +8,7 @@ piece of per-topic state live on the loop's thread, so they need no locks of the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -45,15 +46,36 @@ class EventLoopThread:
         if not self.running:
             coro.close()
             raise WalrusClosedError("this instance is closed (its event loop has stopped)")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:  # stop() cancelled it
+            raise WalrusClosedError("this instance was closed during the call") from None
 
     def stop(self) -> None:
         """Stop the loop and wait for its thread (idempotent)."""
         if self._loop.is_closed():
             return
         if self._thread.is_alive():
+            if threading.current_thread() is not self._thread:
+                # Calls still running on other threads end with WalrusClosedError instead of
+                # waiting forever on a loop that no longer runs.
+                cancelled = asyncio.run_coroutine_threadsafe(_cancel_others(), self._loop)
+                try:
+                    cancelled.result(timeout=10)
+                except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                    pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             if threading.current_thread() is not self._thread:
                 self._thread.join()
         if not self._thread.is_alive():
             self._loop.close()
+
+
+async def _cancel_others() -> None:
+    """Cancel every task of the running loop but this one, and wait until they ended."""
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not current]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)

@@ -26,7 +26,9 @@ from typing import Any
 import attrs
 
 from walrus_core import (
+    BatchTooLargeError,
     Entry,
+    EntryTooLargeError,
     OffsetOutOfRangeError,
     StorageError,
     Walrus,
@@ -46,6 +48,11 @@ class MirrorDivergedError(StorageError):
     """The remote stream does not hold what the local log holds at the same offsets (it has
     more entries, or other bytes, or ends inside a local batch). The mirror stops shipping
     that topic rather than mix the two."""
+
+
+class MirrorLimitError(StorageError):
+    """A local batch or entry is larger than the server takes (its batch limit, or
+    ``max_payload``): the topic cannot be copied past it, so the mirror stops shipping it."""
 
 
 class MirrorGapError(StorageError):
@@ -196,6 +203,8 @@ class Mirror:
                 shipped, _errors = await self._one_round()
             except WalrusClosedError:
                 return  # the local log was closed under the mirror
+            except Exception:
+                shipped = 0
             if not shipped:
                 await asyncio.sleep(self._poll)
 
@@ -212,12 +221,25 @@ class Mirror:
                 except (MirrorDivergedError, MirrorGapError) as exc:
                     self._stopped_topics[topic] = str(exc)
                     errors.append(exc)
+                except (BatchTooLargeError, EntryTooLargeError) as exc:
+                    # The server cannot take this local batch or entry, ever: shipping the
+                    # rest would break the copy's offsets, so the topic stops here.
+                    stopped = MirrorLimitError(
+                        f"topic {topic!r} cannot be shipped past offset"
+                        f" {self._remote_end.get(topic)}: {exc}"
+                    )
+                    self._stopped_topics[topic] = str(stopped)
+                    errors.append(stopped)
                 except WalrusClosedError:
                     raise
                 except WalrusError as exc:  # the servers are away: next round asks them again
                     self._remote_end.pop(topic, None)
                     self._last_error[topic] = f"{type(exc).__name__}: {exc}"
                     errors.append(exc)
+                except Exception as exc:
+                    self._remote_end.pop(topic, None)
+                    self._last_error[topic] = f"{type(exc).__name__}: {exc}"
+                    errors.append(StorageError(f"shipping {topic!r} failed: {exc!r}"))
             return shipped, errors
 
     async def _ship(self, topic: str) -> int:
@@ -258,6 +280,7 @@ class Mirror:
                     end += confirmed
                     shipped += confirmed
                     self.shipped_groups += confirmed
+                    self._remote_end[topic] = end
                     if confirmed < len(payloads):  # ask the server where it stands
                         actual = await self._remote.end_offset(topic)
                         await self._check_same(topic, actual)
@@ -275,6 +298,7 @@ class Mirror:
                 end += len(group)
                 shipped += len(group)
                 self.shipped_groups += 1
+                self._remote_end[topic] = end
             self._remote_end[topic] = end
         if end != started:
             self._wal.seek(topic, end, consumer=MIRROR_CONSUMER)

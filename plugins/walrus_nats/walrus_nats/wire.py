@@ -27,6 +27,8 @@ BATCH_TOO_LARGE = 10199
 MESSAGE_TOO_LARGE = 10054
 #: The stream does not exist.
 STREAM_NOT_FOUND = 10059
+#: More than one replica asked of a server that is not part of a cluster.
+REPLICAS_UNSUPPORTED = 10074
 
 EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
 BATCH_ID = "Nats-Batch-Id"
@@ -172,11 +174,12 @@ class Message:
 
 @attrs.frozen
 class Messages:
-    """What a direct batch get returned, and the stream's last sequence as that server saw it
-    (None when it did not say)."""
+    """What a direct batch get returned: the messages, the last sequence it delivered and how
+    many more the stream holds after it (None when the server did not say)."""
 
     messages: list[Message]
     last_seq: int | None
+    pending: int | None = None
 
 
 async def direct_get(
@@ -198,7 +201,12 @@ async def direct_get(
             if status is not None:
                 if status in ("204", "404"):  # end of batch; nothing there
                     last = headers.get("Nats-Last-Sequence")
-                    return Messages(out, int(last) if last is not None else None)
+                    pending = headers.get("Nats-Num-Pending")
+                    return Messages(
+                        out,
+                        int(last) if last is not None else None,
+                        int(pending) if pending is not None else None,
+                    )
                 raise ApiError(int(status), 0, f"direct get: {headers.get('Description', status)}")
             out.append(Message(int(headers["Nats-Sequence"]), msg.data or b"", headers))
     finally:
