@@ -516,6 +516,8 @@ class AsyncNatsWalrus:
         positional = at is not None
         expected = stream.last if at is None else at
         while True:
+            if self._closed and unsure:  # closed while an answer is missing: say so
+                self._give_up(stream, unsure, count, WalrusClosedError("closed during the append"))
             self._check_open()
             headers = {wire.EXPECTED_LAST_SEQUENCE: str(expected), wire.APPEND_ID: append_id}
             failure: BaseException
@@ -541,6 +543,9 @@ class AsyncNatsWalrus:
                     if mine is not None:
                         return range(mine, mine + count)
                     if positional:
+                        if any(try_at >= actual for try_at in unsure):
+                            # A lost try ahead of the end could still land there later.
+                            self._give_up(stream, unsure, count, exc)
                         raise TopicEndMismatchError(stream.topic, expected, actual) from None
                     # Another writer appended. Every unsure try expected an end below the
                     # real one, and the end never goes back: none of them can land now.
