@@ -26,7 +26,7 @@ def server_binary() -> Path | None:
     """The nats-server to run, or None when it is not installed."""
     named = os.environ.get("WALRUS_NATS_SERVER")
     if named:
-        return Path(named)
+        return Path(named) if Path(named).exists() else None
     candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
     return candidate if candidate.exists() else None
 
