@@ -4,6 +4,7 @@ entry-point group walrus.remotes; Walrus satisfies the WalrusLog protocol."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,23 @@ def test_an_unknown_scheme_says_what_is_installed_and_where_remotes_come_from() 
     assert "no installed plugin serves nosuch: URLs" in message
     assert "walrus.remotes" in message
     assert "file" in message
+
+
+def test_the_projects_remote_scheme_names_its_distribution_when_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.metadata.entry_points
+
+    def without_remotes(**kw: Any) -> Any:
+        return [] if kw.get("group") == "walrus.remotes" else real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", without_remotes)
+    with pytest.raises(BackendUnavailableError) as info:
+        connect("nats://127.0.0.1:4222/?key=x")
+    message = str(info.value)
+    assert "no installed plugin serves nats: URLs" in message
+    assert "walrus-nats" in message and "pip install" in message
+    assert "plugins/walrus_nats" in message
 
 
 class FakeRemote(Walrus):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from walrus_core.api import Walrus
+from walrus_core.distributions import remote_install_instructions
 from walrus_core.errors import BackendUnavailableError, InvalidConfigError
 from walrus_core.log import WalrusLog
 
@@ -98,10 +99,16 @@ def _factory(scheme: str) -> Callable[..., WalrusLog]:
                 f"the remote log for {scheme}: URLs ({ep.value}) is not callable"
             )
         return _checked(scheme, factory)
+    known = remote_install_instructions(scheme)
+    hint = (
+        f"{scheme}: URLs are served by the project's remote log: {known}"
+        if known is not None
+        else f"install the one that serves {scheme}:"
+    )
     raise BackendUnavailableError(
         f"no installed plugin serves {scheme}: URLs; connect() opens here: "
         f"{', '.join(installed_schemes())}. A remote log is a plugin published under the"
-        f" entry-point group {REMOTE_ENTRY_POINT_GROUP!r}: install the one that serves {scheme}:"
+        f" entry-point group {REMOTE_ENTRY_POINT_GROUP!r}; {hint}"
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "checkout_root",
     "close_matches",
     "install_instructions",
+    "remote_install_instructions",
 ]
 
 
@@ -51,6 +52,13 @@ PROJECT_BACKENDS: dict[str, ProjectBackend] = {
 }
 
 
+#: The remote logs this project publishes, by the URL scheme ``connect()`` opens them with.
+PROJECT_REMOTES: dict[str, ProjectBackend] = {
+    scheme: ProjectBackend(scheme, "walrus-nats", "plugins/walrus_nats")
+    for scheme in ("nats", "tls")
+}
+
+
 def checkout_root() -> Path | None:
     """The checkout this walrus-core runs from (an editable install or the source tree), found
     by the plugin folders beside the package; ``None`` for an install from a wheel."""
@@ -68,6 +76,17 @@ def install_instructions(name: str, installed: Iterable[str] = ()) -> str | None
     backend = PROJECT_BACKENDS.get(name)
     if backend is None:
         return None
+    return _instructions(backend, installed)
+
+
+def remote_install_instructions(scheme: str) -> str | None:
+    """How to install the project's remote log for ``scheme``: URLs (``None`` for a scheme
+    the project does not serve)."""
+    remote = PROJECT_REMOTES.get(scheme)
+    return None if remote is None else _instructions(remote, ())
+
+
+def _instructions(backend: ProjectBackend, installed: Iterable[str]) -> str:
     have = set(installed)
     wanted = [PROJECT_BACKENDS[n] for n in backend.needs if n not in have] + [backend]
     root = checkout_root()
