@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 from walrus_core import lifecycle
 from walrus_core.accel import accel
 from walrus_core.background import Flusher, flush_dirty
-from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency
+from walrus_core.config import FsyncSchedule, Geometry, Limits, ReadConsistency, log_settings
 from walrus_core.cursors import Cursor
 from walrus_core.directory import DirectoryLock, prepare_root
 from walrus_core.entry import Entry, Payload
@@ -83,6 +83,17 @@ def _check_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     return value
+
+
+def _check_read_arguments(max_bytes: Any, start_offset: Any) -> None:
+    """The checks a batch read makes of its budget and of a ``start_offset`` it is given."""
+    _check_int("max_bytes", max_bytes)
+    if max_bytes < 1:
+        raise WalrusValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    if start_offset is not None:
+        _check_int("start_offset", start_offset)
+        if start_offset < 0:
+            raise OffsetOutOfRangeError(f"start_offset must be >= 0, got {start_offset}")
 
 
 class Walrus:
@@ -170,17 +181,7 @@ class Walrus:
         # close() waits for them before closing files under them.
         self._in_flight = 0
         self._in_flight_done = threading.Condition()
-        consistency = ReadConsistency.strictly_at_once() if consistency is None else consistency
-        fsync = FsyncSchedule.milliseconds(200) if fsync is None else fsync
-        limits = Limits() if limits is None else limits
-        if not isinstance(consistency, ReadConsistency):
-            raise TypeError(
-                f"consistency must be a ReadConsistency, not {type(consistency).__name__}"
-            )
-        if not isinstance(fsync, FsyncSchedule):
-            raise TypeError(f"fsync must be an FsyncSchedule, not {type(fsync).__name__}")
-        if not isinstance(limits, Limits):
-            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        consistency, fsync, limits = log_settings(consistency, fsync, limits)
         retention = Retention() if retention is None else retention
         if not isinstance(retention, Retention):
             raise TypeError(f"retention must be a Retention, not {type(retention).__name__}")
@@ -504,13 +505,7 @@ class Walrus:
         """
         if self._closed or self._bg_error is not None:
             self._check_slow()
-        _check_int("max_bytes", max_bytes)
-        if max_bytes < 1:
-            raise WalrusValueError(f"max_bytes must be >= 1, got {max_bytes}")
-        if start_offset is not None:
-            _check_int("start_offset", start_offset)
-            if start_offset < 0:
-                raise OffsetOutOfRangeError(f"start_offset must be >= 0, got {start_offset}")
+        _check_read_arguments(max_bytes, start_offset)
         t = self._existing_topic(topic, consumer)
         max_entries = self.limits.max_batch_entries
         if start_offset is not None:
@@ -587,11 +582,7 @@ class Walrus:
         if self._closed or self._bg_error is not None:
             self._check_slow()
         _check_int("start_offset", start_offset)
-        _check_int("max_bytes", max_bytes)
-        if max_bytes < 1:
-            raise WalrusValueError(f"max_bytes must be >= 1, got {max_bytes}")
-        if start_offset < 0:
-            raise OffsetOutOfRangeError(f"start_offset must be >= 0, got {start_offset}")
+        _check_read_arguments(max_bytes, start_offset)
         t = self._existing_topic(topic)
         end = 0 if t is None else t.end
         if start_offset > end:

@@ -207,3 +207,20 @@ class Limits:
                 f"max_batch_entries must be <= {MAX_BATCH_ENTRIES_LIMIT},"
                 f" got {self.max_batch_entries}"
             )
+
+
+def log_settings(
+    consistency: ReadConsistency | None, fsync: FsyncSchedule | None, limits: Limits | None
+) -> tuple[ReadConsistency, FsyncSchedule, Limits]:
+    """The settings every log takes, local or remote, with the defaults filled in
+    (strictly-at-once, ``milliseconds(200)``, ``Limits()``); a wrong type is a TypeError."""
+    consistency = ReadConsistency.strictly_at_once() if consistency is None else consistency
+    fsync = FsyncSchedule.milliseconds(200) if fsync is None else fsync
+    limits = Limits() if limits is None else limits
+    if not isinstance(consistency, ReadConsistency):
+        raise TypeError(f"consistency must be a ReadConsistency, not {type(consistency).__name__}")
+    if not isinstance(fsync, FsyncSchedule):
+        raise TypeError(f"fsync must be an FsyncSchedule, not {type(fsync).__name__}")
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+    return consistency, fsync, limits

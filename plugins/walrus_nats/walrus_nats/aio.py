@@ -39,6 +39,7 @@ from walrus_core import (
     WalrusClosedError,
     WalrusValueError,
 )
+from walrus_core.config import log_settings
 from walrus_core.names import encode_name
 from walrus_nats import naming, server, wire
 from walrus_nats.config import NatsSettings
@@ -171,17 +172,7 @@ class AsyncNatsWalrus:
             trust_server_sync=trust_server_sync,
             connect_options=dict(connect_options or {}),
         )
-        consistency = ReadConsistency.strictly_at_once() if consistency is None else consistency
-        fsync = FsyncSchedule.milliseconds(200) if fsync is None else fsync
-        limits = Limits() if limits is None else limits
-        if not isinstance(consistency, ReadConsistency):
-            raise TypeError(
-                f"consistency must be a ReadConsistency, not {type(consistency).__name__}"
-            )
-        if not isinstance(fsync, FsyncSchedule):
-            raise TypeError(f"fsync must be an FsyncSchedule, not {type(fsync).__name__}")
-        if not isinstance(limits, Limits):
-            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        consistency, fsync, limits = log_settings(consistency, fsync, limits)
         namespace = naming.namespace_token(key)
         nc = Client()
         try:
